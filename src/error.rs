@@ -1,0 +1,67 @@
+//! The errors the CLI reports, each rendered for a person and mapped to an exit code
+//! (0 success, 1 the build or command failed, 2 usage errors).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A Dockerfile was refused; rendered with file:line:col, the source line and a hint.
+    #[error("{}", .error.message)]
+    Dockerfile {
+        file: String,
+        source_text: String,
+        error: kiln_grammar::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Bad command-line input that clap could not catch (a malformed `--build-arg`, …).
+    #[error("{message}")]
+    Usage {
+        message: String,
+        hint: Option<String>,
+    },
+}
+
+pub type CliResult<T> = Result<T, CliError>;
+
+impl CliError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        CliError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError::Usage {
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        match self {
+            CliError::Dockerfile {
+                file,
+                source_text,
+                error,
+            } => format!("error: {}", error.render(file, source_text)),
+            CliError::Usage {
+                message,
+                hint: Some(hint),
+            } => format!("error: {message}\nhint: {hint}"),
+            other => format!("error: {other}"),
+        }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Usage { .. } => ExitCode::from(2),
+            _ => ExitCode::from(1),
+        }
+    }
+}

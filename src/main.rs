@@ -1,0 +1,41 @@
+//! The `kiln` command line: parses arguments, dispatches to a command, renders errors and exit codes.
+//! Build logic lives in the library crates; this crate only wires them to the terminal.
+
+mod commands;
+mod error;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// kiln builds container images from Dockerfiles, without a daemon.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The image store (default /var/lib/kiln as root, $XDG_DATA_HOME/kiln otherwise).
+    #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a Dockerfile.
+    Build(commands::build::BuildArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Build(args) => commands::build::run(&cli.root, args),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("{}", err.render());
+            err.exit_code()
+        }
+    }
+}
