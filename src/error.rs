@@ -18,6 +18,18 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The sandbox could not run the command (exit status as `docker run`: 125, 126 or 127).
+    #[error(transparent)]
+    Sandbox(#[from] kiln_runner::Error),
+    /// The image store refused or failed an operation (the message names the blob, image or path).
+    #[error(transparent)]
+    Store(kiln_oci::Error),
+    /// Something kiln does not do (yet, or on this machine): the message says what and why.
+    #[error("{message}")]
+    Unsupported {
+        message: String,
+        hint: Option<String>,
+    },
     /// Bad command-line input that clap could not catch (a malformed `--build-arg`, …).
     #[error("{message}")]
     Usage {
@@ -53,6 +65,10 @@ impl CliError {
             CliError::Usage {
                 message,
                 hint: Some(hint),
+            }
+            | CliError::Unsupported {
+                message,
+                hint: Some(hint),
             } => format!("error: {message}\nhint: {hint}"),
             other => format!("error: {other}"),
         }
@@ -61,6 +77,7 @@ impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             CliError::Usage { .. } => ExitCode::from(2),
+            CliError::Sandbox(e) => ExitCode::from(e.exit_code()),
             _ => ExitCode::from(1),
         }
     }

@@ -24,12 +24,27 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile.
     Build(commands::build::BuildArgs),
+    /// Parse a Dockerfile and print its syntax tree.
+    Parse(commands::parse::ParseArgs),
+    /// Resolve a Dockerfile into its stage graph (JSON).
+    Plan(commands::plan::PlanArgs),
+    #[command(flatten)]
+    Store(commands::store::StoreCommand),
+    /// Run a command in the sandbox over a root filesystem directory (for testing and debugging).
+    #[command(hide = true)]
+    Sandbox(commands::sandbox::SandboxArgs),
 }
 
 fn main() -> ExitCode {
+    // The sandbox re-executes this binary as its helper; that must happen before anything else.
+    kiln_runner::helper_main_if_requested();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Build(args) => commands::build::run(&cli.root, args),
+        Command::Parse(args) => commands::parse::run(args),
+        Command::Plan(args) => commands::plan::run(args),
+        Command::Store(command) => commands::store::run(&cli.root, command),
+        Command::Sandbox(args) => commands::sandbox::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -1,1 +1,9 @@
 //! `kiln-builder`: build context, cache keys, the solver and one handler per instruction.
+
+pub mod cache_key;
+pub mod context;
+pub mod dockerignore;
+pub mod error;
+pub mod events;
+
+pub use error::{Error, Result};

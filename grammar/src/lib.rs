@@ -5,6 +5,14 @@
 //! separate lexer used by the later steps.
 
 pub mod ast;
+pub mod directives;
+pub mod dump;
 pub mod error;
+mod parser;
+pub mod suggest;
+pub mod instructions;
+pub mod plan;
+pub mod expand;
 
 pub use error::{Error, ErrorKind, Result};
+pub use parser::parse;

@@ -1,0 +1,806 @@
+//! Images in the store: writing config + manifest, tags in index.json, lookup by tag or id,
+//! untagging and removal, and `import` of a root filesystem tar.
+//!
+//! index.json holds one descriptor per tag (annotated `org.opencontainers.image.ref.name` =
+//! `name:tag`) plus one unannotated descriptor for each *dangling* image, one whose last tag was
+//! moved to another image (Docker's `<none>:<none>`), until `rmi` or `prune` removes it.
+
+use crate::canonical::to_canonical_json;
+use crate::config::{History, ImageConfig, host_platform, rfc3339};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::layer::{Layer, LayerOptions, LayerWriter};
+use crate::reference::Reference;
+use crate::store::Store;
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, ImageManifestBuilder, MediaType};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{self, Read, Write};
+
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// How containerd and Docker name an image in an OCI archive whose ref.name is only a tag.
+pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+/// An image read from the store, verified.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub manifest_digest: Digest,
+    pub manifest_size: u64,
+    pub manifest: ImageManifest,
+    /// The image id (the config digest), as Docker defines it.
+    pub id: Digest,
+    pub config_size: u64,
+    pub config: ImageConfig,
+    /// The `name:tag`s pointing at this image, sorted.
+    pub tags: Vec<String>,
+}
+
+/// One line of `kiln images`.
+#[derive(Debug, Clone)]
+pub struct ImageSummary {
+    /// `name:tag`, or `None` for a dangling image.
+    pub tag: Option<String>,
+    pub manifest_digest: Digest,
+    /// The image id; `None` when the image could not be read (see `problem`).
+    pub id: Option<Digest>,
+    pub created: Option<String>,
+    pub size: u64,
+    /// Why the image could not be read (missing or corrupt content).
+    pub problem: Option<String>,
+}
+
+/// A layer as a manifest lists it.
+#[derive(Debug, Clone)]
+pub struct LayerRef {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: MediaType,
+}
+
+impl Image {
+    pub fn layers(&self) -> Result<Vec<LayerRef>> {
+        self.manifest
+            .layers()
+            .iter()
+            .map(|d| {
+                Ok(LayerRef {
+                    digest: Digest::from_oci(d.digest())?,
+                    size: d.size(),
+                    media_type: d.media_type().clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Content size: the config plus the (compressed) layers, each counted once.
+    pub fn size(&self) -> u64 {
+        let mut seen = BTreeSet::new();
+        let layers: u64 = self
+            .manifest
+            .layers()
+            .iter()
+            .filter(|d| seen.insert(d.digest().to_string()))
+            .map(|d| d.size())
+            .sum();
+        layers + self.config_size
+    }
+
+    /// The diff-ids, parsed; an image whose config does not match its manifest is refused.
+    pub fn diff_ids(&self) -> Result<Vec<Digest>> {
+        let ids = &self.config.rootfs.diff_ids;
+        if ids.len() != self.manifest.layers().len() {
+            return Err(Error::InvalidImage {
+                image: self.id.to_string(),
+                reason: format!(
+                    "the config lists {} diff_ids but the manifest has {} layers",
+                    ids.len(),
+                    self.manifest.layers().len()
+                ),
+            });
+        }
+        ids.iter().map(|d| Digest::parse(d)).collect()
+    }
+
+    pub fn descriptor(&self) -> Result<Descriptor> {
+        Ok(Descriptor::new(
+            MediaType::ImageManifest,
+            self.manifest_size,
+            self.manifest_digest.to_oci()?,
+        ))
+    }
+}
+
+/// oci-spec gives no `&mut` access to an index's manifests; this guard edits a copy and puts
+/// it back when dropped, so callers can write `index.manifests_mut().retain(…)`.
+pub(crate) trait IndexExt {
+    fn manifests_mut(&mut self) -> ManifestsGuard<'_>;
+}
+
+impl IndexExt for ImageIndex {
+    fn manifests_mut(&mut self) -> ManifestsGuard<'_> {
+        let list = self.manifests().clone();
+        ManifestsGuard { index: self, list }
+    }
+}
+
+pub(crate) struct ManifestsGuard<'a> {
+    index: &'a mut ImageIndex,
+    list: Vec<Descriptor>,
+}
+
+impl std::ops::Deref for ManifestsGuard<'_> {
+    type Target = Vec<Descriptor>;
+    fn deref(&self) -> &Vec<Descriptor> {
+        &self.list
+    }
+}
+
+impl std::ops::DerefMut for ManifestsGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Vec<Descriptor> {
+        &mut self.list
+    }
+}
+
+impl Drop for ManifestsGuard<'_> {
+    fn drop(&mut self) {
+        self.index.set_manifests(std::mem::take(&mut self.list));
+    }
+}
+
+pub(crate) fn ref_name(desc: &Descriptor) -> Option<&str> {
+    desc.annotations()
+        .as_ref()?
+        .get(REF_NAME)
+        .map(String::as_str)
+}
+
+fn tagged(desc: &Descriptor, tag: &str) -> Descriptor {
+    let mut desc = desc.clone();
+    desc.set_annotations(Some(HashMap::from([(
+        REF_NAME.to_string(),
+        tag.to_string(),
+    )])));
+    desc.set_platform(None);
+    desc
+}
+
+fn untagged(desc: &Descriptor) -> Descriptor {
+    let mut desc = desc.clone();
+    desc.set_annotations(None);
+    desc
+}
+
+fn is_manifest_type(media: &MediaType) -> bool {
+    match media {
+        MediaType::ImageManifest => true,
+        MediaType::Other(s) => s == "application/vnd.docker.distribution.manifest.v2+json",
+        _ => false,
+    }
+}
+
+pub(crate) fn is_index_type(media: &MediaType) -> bool {
+    match media {
+        MediaType::ImageIndex => true,
+        MediaType::Other(s) => s == "application/vnd.docker.distribution.manifest.list.v2+json",
+        _ => false,
+    }
+}
+
+/// Puts `tag` on `desc`: the tag moves off any other image (which becomes dangling if it has no
+/// tag left), and `desc`'s dangling entry, if any, goes away.
+pub(crate) fn set_tag(index: &mut ImageIndex, desc: &Descriptor, tag: &str) {
+    let digest = desc.digest().to_string();
+    let mut manifests = index.manifests_mut();
+    let mut orphaned = None;
+    manifests.retain(|d| {
+        if ref_name(d) == Some(tag) {
+            if d.digest().to_string() != digest {
+                orphaned = Some(d.clone());
+            }
+            return false;
+        }
+        true
+    });
+    if let Some(old) = orphaned {
+        let old_digest = old.digest().to_string();
+        if !manifests
+            .iter()
+            .any(|d| d.digest().to_string() == old_digest)
+        {
+            manifests.push(untagged(&old));
+        }
+    }
+    manifests.retain(|d| !(d.digest().to_string() == digest && ref_name(d).is_none()));
+    manifests.push(tagged(desc, tag));
+    drop(manifests);
+    sort_index(index);
+}
+
+/// Records `desc` as a dangling image unless something already refers to it.
+pub(crate) fn keep_untagged(index: &mut ImageIndex, desc: &Descriptor) {
+    let digest = desc.digest().to_string();
+    if !index
+        .manifests()
+        .iter()
+        .any(|d| d.digest().to_string() == digest)
+    {
+        index.manifests_mut().push(untagged(desc));
+        sort_index(index);
+    }
+}
+
+/// Tagged entries by name, then dangling ones by digest: a stable order keeps index.json's bytes
+/// a function of its content.
+fn sort_index(index: &mut ImageIndex) {
+    index.manifests_mut().sort_by(|a, b| {
+        let key = |d: &Descriptor| {
+            (
+                ref_name(d).is_none(),
+                ref_name(d).map(str::to_string),
+                d.digest().to_string(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+}
+
+impl Store {
+    /// Writes config and manifest for `layers` (the config's `rootfs.diff_ids` are set from
+    /// them) and points `tags` at the result. With no tags the image is kept as dangling.
+    pub fn write_image(
+        &self,
+        config: &ImageConfig,
+        layers: &[Layer],
+        tags: &[Reference],
+    ) -> Result<Image> {
+        let mut config = config.clone();
+        config.rootfs.kind = "layers".to_string();
+        config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.to_string()).collect();
+        let config_bytes = to_canonical_json(&config, "image config")?;
+        let descriptors = layers
+            .iter()
+            .map(Layer::descriptor)
+            .collect::<Result<Vec<_>>>()?;
+        self.write_image_raw(&config_bytes, descriptors, tags)
+    }
+
+    /// Like `write_image` with the config's bytes kept exactly as given (a loaded image keeps
+    /// its id). The layer blobs must already be in the store.
+    pub fn write_image_raw(
+        &self,
+        config_bytes: &[u8],
+        layers: Vec<Descriptor>,
+        tags: &[Reference],
+    ) -> Result<Image> {
+        let config: ImageConfig =
+            serde_json::from_slice(config_bytes).map_err(|e| Error::json("image config", e))?;
+        for layer in &layers {
+            let digest = Digest::from_oci(layer.digest())?;
+            if !self.has_blob(&digest) {
+                return Err(Error::BlobNotFound(digest));
+            }
+        }
+        let (config_digest, config_size) = self.put_blob(config_bytes)?;
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(Descriptor::new(
+                MediaType::ImageConfig,
+                config_size,
+                config_digest.to_oci()?,
+            ))
+            .layers(layers)
+            .build()
+            .map_err(|e| Error::InvalidImage {
+                image: config_digest.to_string(),
+                reason: e.to_string(),
+            })?;
+        let manifest_bytes = to_canonical_json(&manifest, "image manifest")?;
+        let (manifest_digest, manifest_size) = self.put_blob(&manifest_bytes)?;
+        let image = Image {
+            manifest_digest,
+            manifest_size,
+            manifest,
+            id: config_digest,
+            config_size,
+            config,
+            tags: tags.iter().map(Reference::store_tag).collect(),
+        };
+        self.record_image(&image.descriptor()?, tags)?;
+        Ok(image)
+    }
+
+    /// Points `tags` at a manifest already in the store (dangling if `tags` is empty).
+    pub fn record_image(&self, desc: &Descriptor, tags: &[Reference]) -> Result<()> {
+        self.update_index(|index| {
+            if tags.is_empty() {
+                keep_untagged(index, desc);
+            }
+            for tag in tags {
+                set_tag(index, desc, &tag.store_tag());
+            }
+            Ok(())
+        })
+    }
+
+    /// Reads an image manifest (following an image index to the manifest for this machine),
+    /// verified against the descriptor's digest and size.
+    pub fn read_manifest(&self, desc: &Descriptor) -> Result<(Digest, u64, ImageManifest)> {
+        let mut desc = desc.clone();
+        // Bounded: an index pointing at an index pointing … is refused after a few hops.
+        for _ in 0..4 {
+            let digest = Digest::from_oci(desc.digest())?;
+            let bytes = self.read_blob(&digest, Some(desc.size()))?;
+            if is_index_type(desc.media_type()) || looks_like_index(&bytes) {
+                let index: ImageIndex = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::json(format!("image index {digest}"), e))?;
+                desc = pick_platform(&index).ok_or_else(|| Error::InvalidImage {
+                    image: digest.to_string(),
+                    reason: format!(
+                        "the image index has no manifest for linux/{}",
+                        host_platform().0
+                    ),
+                })?;
+                continue;
+            }
+            let manifest: ImageManifest = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::json(format!("image manifest {digest}"), e))?;
+            return Ok((digest, desc.size(), manifest));
+        }
+        Err(Error::InvalidImage {
+            image: desc.digest().to_string(),
+            reason: "image indexes are nested too deeply".into(),
+        })
+    }
+
+    /// Reads the image a manifest descriptor points at (manifest and config verified).
+    pub fn read_image(&self, desc: &Descriptor) -> Result<Image> {
+        let (manifest_digest, manifest_size, manifest) = self.read_manifest(desc)?;
+        let config_desc = manifest.config().clone();
+        let id = Digest::from_oci(config_desc.digest())?;
+        let bytes = self.read_blob(&id, Some(config_desc.size()))?;
+        let config: ImageConfig = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::json(format!("image config {id}"), e))?;
+        let index = self.read_index()?;
+        let mut tags: Vec<String> = index
+            .manifests()
+            .iter()
+            .filter(|d| d.digest() == desc.digest())
+            .filter_map(|d| ref_name(d).map(str::to_string))
+            .collect();
+        tags.sort();
+        Ok(Image {
+            manifest_digest,
+            manifest_size,
+            manifest,
+            id,
+            config_size: config_desc.size(),
+            config,
+            tags,
+        })
+    }
+
+    /// Finds an image by `name[:tag]`, `name@digest`, id (`sha256:…` or a hex prefix, as Docker
+    /// accepts) or manifest digest.
+    pub fn find_image(&self, wanted: &str) -> Result<Image> {
+        let index = self.read_index()?;
+        let desc = self.find_descriptor(&index, wanted)?;
+        self.read_image(&desc)
+    }
+
+    fn find_descriptor(&self, index: &ImageIndex, wanted: &str) -> Result<Descriptor> {
+        if let Ok(reference) = Reference::parse(wanted) {
+            let found = match reference.digest() {
+                Some(digest) => index
+                    .manifests()
+                    .iter()
+                    .find(|d| d.digest().to_string() == digest.as_str()),
+                None => {
+                    let tag = reference.store_tag();
+                    index
+                        .manifests()
+                        .iter()
+                        .find(|d| ref_name(d) == Some(tag.as_str()))
+                }
+            };
+            if let Some(desc) = found {
+                return Ok(desc.clone());
+            }
+        }
+        let hex = wanted.strip_prefix(Digest::PREFIX).unwrap_or(wanted);
+        let is_hex = !hex.is_empty()
+            && hex.len() <= 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !is_hex {
+            return Err(Error::ImageNotFound(wanted.to_string()));
+        }
+        // Ids are config digests, so every distinct manifest has to be read to match one.
+        let mut matches: BTreeMap<String, Descriptor> = BTreeMap::new();
+        for desc in index.manifests() {
+            let digest = desc.digest().to_string();
+            if matches.contains_key(&digest) {
+                continue;
+            }
+            if digest == format!("{}{hex}", Digest::PREFIX) {
+                matches.insert(digest, desc.clone());
+                continue;
+            }
+            if let Ok((_, _, manifest)) = self.read_manifest(desc)
+                && let Ok(id) = Digest::from_oci(manifest.config().digest())
+                && id.hex().starts_with(hex)
+            {
+                matches.insert(digest, desc.clone());
+            }
+        }
+        let mut found = matches.into_values();
+        match (found.next(), found.next()) {
+            (Some(desc), None) => Ok(desc),
+            (Some(_), Some(_)) => Err(Error::AmbiguousImageId(wanted.to_string())),
+            (None, _) => Err(Error::ImageNotFound(wanted.to_string())),
+        }
+    }
+
+    /// Every tag and every dangling image, as `kiln images` lists them. Images whose content is
+    /// damaged are listed with the problem rather than hidden.
+    pub fn list_images(&self) -> Result<Vec<ImageSummary>> {
+        let index = self.read_index()?;
+        let mut cache: HashMap<String, std::result::Result<Image, String>> = HashMap::new();
+        let mut out = Vec::new();
+        for desc in index.manifests() {
+            let key = desc.digest().to_string();
+            let image = cache
+                .entry(key)
+                .or_insert_with(|| self.read_image(desc).map_err(|e| e.to_string()));
+            let manifest_digest = Digest::from_oci(desc.digest())?;
+            let tag = ref_name(desc).map(str::to_string);
+            out.push(match image {
+                Ok(image) => ImageSummary {
+                    tag,
+                    manifest_digest,
+                    id: Some(image.id.clone()),
+                    created: image.config.created.clone(),
+                    size: image.size(),
+                    problem: None,
+                },
+                Err(problem) => ImageSummary {
+                    tag,
+                    manifest_digest,
+                    id: None,
+                    created: None,
+                    size: 0,
+                    problem: Some(problem.clone()),
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adds the tag `target` to the image `source` (a name or id).
+    pub fn tag_image(&self, source: &str, target: &Reference) -> Result<Image> {
+        let image = self.find_image(source)?;
+        let desc = image.descriptor()?;
+        self.update_index(|index| {
+            set_tag(index, &desc, &target.store_tag());
+            Ok(())
+        })?;
+        self.find_image(&target.store_tag())
+    }
+
+    /// `rmi`: a tag is removed; an image left without tags (or named by id) is removed from the
+    /// index, its blobs left to `prune`. Naming by id an image that has several tags needs
+    /// `force`, as in Docker. Returns what happened, line by line, in Docker's words.
+    pub fn remove_image(&self, wanted: &str, force: bool) -> Result<Vec<String>> {
+        self.update_index(|index| {
+            let desc = self.find_descriptor(index, wanted)?;
+            let digest = desc.digest().to_string();
+            let mut report = Vec::new();
+            let by_tag = Reference::parse(wanted)
+                .ok()
+                .filter(|r| r.digest().is_none())
+                .map(|r| r.store_tag())
+                .filter(|t| ref_name(&desc) == Some(t.as_str()));
+            let tags_of = |index: &ImageIndex| -> Vec<String> {
+                index
+                    .manifests()
+                    .iter()
+                    .filter(|d| d.digest().to_string() == digest)
+                    .filter_map(|d| ref_name(d).map(str::to_string))
+                    .collect()
+            };
+            match by_tag {
+                Some(tag) => {
+                    index
+                        .manifests_mut()
+                        .retain(|d| ref_name(d) != Some(tag.as_str()));
+                    report.push(format!("Untagged: {tag}"));
+                }
+                None => {
+                    let tags = tags_of(index);
+                    if tags.len() > 1 && !force {
+                        return Err(Error::Unsupported(format!(
+                            "image {wanted} is referenced by several tags ({}); remove them one \
+                             by one or use --force",
+                            tags.join(", ")
+                        )));
+                    }
+                    for tag in tags {
+                        report.push(format!("Untagged: {tag}"));
+                    }
+                    index
+                        .manifests_mut()
+                        .retain(|d| d.digest().to_string() != digest);
+                }
+            }
+            if tags_of(index).is_empty() {
+                index
+                    .manifests_mut()
+                    .retain(|d| d.digest().to_string() != digest);
+                report.push(format!("Deleted: {digest}"));
+            }
+            Ok(report)
+        })
+    }
+}
+
+fn looks_like_index(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        manifests: Option<serde_json::Value>,
+        layers: Option<serde_json::Value>,
+    }
+    matches!(
+        serde_json::from_slice::<Probe>(bytes),
+        Ok(Probe {
+            manifests: Some(_),
+            layers: None
+        })
+    )
+}
+
+/// The manifest of an image index for linux on this architecture; a single-entry index without
+/// platform information is taken as it is.
+pub(crate) fn pick_platform(index: &ImageIndex) -> Option<Descriptor> {
+    let (arch, _) = host_platform();
+    let manifests: Vec<&Descriptor> = index
+        .manifests()
+        .iter()
+        .filter(|d| is_manifest_type(d.media_type()) || is_index_type(d.media_type()))
+        .collect();
+    let matching = manifests.iter().find(|d| {
+        d.platform()
+            .as_ref()
+            .is_some_and(|p| p.os().to_string() == "linux" && p.architecture().to_string() == arch)
+    });
+    match (matching, manifests.as_slice()) {
+        (Some(d), _) => Some((*d).clone()),
+        (None, [only]) if only.platform().is_none() => Some((*only).clone()),
+        _ => None,
+    }
+}
+
+/// The time to stamp on a new image: `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
+pub fn creation_time() -> String {
+    let secs = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        });
+    rfc3339(secs)
+}
+
+/// `kiln import`: a root filesystem tar (plain, gzip or zstd) becomes a one-layer image, as
+/// `docker import` makes one. `source` is what the history records (`-` for stdin).
+pub fn import_rootfs(
+    store: &Store,
+    input: &mut dyn Read,
+    source: &str,
+    tags: &[Reference],
+    options: LayerOptions,
+) -> Result<Image> {
+    let mut stream = crate::layer::decompress(input)?;
+    let mut writer = LayerWriter::new(store, options)?;
+    copy_checked(&mut stream, &mut writer, source)?;
+    let layer = writer.finish()?;
+    let created = creation_time();
+    let mut config = ImageConfig::for_host();
+    config.created = Some(created.clone());
+    config.history = vec![History {
+        created: Some(created),
+        comment: Some(format!("Imported from {source}")),
+        ..History::default()
+    }];
+    store.write_image(&config, &[layer], tags)
+}
+
+/// Copies a tar stream, refusing input whose first block is not a tar header.
+fn copy_checked(input: &mut dyn Read, out: &mut dyn Write, source: &str) -> Result<()> {
+    let mut first = [0u8; 512];
+    let got = read_full(input, &mut first).map_err(|e| Error::io(source, e))?;
+    if got < 512 || !is_tar_header(&first) {
+        return Err(Error::Unsupported(format!(
+            "{source} is not a tar archive (kiln import takes a root filesystem as a tar, \
+             optionally gzip- or zstd-compressed)"
+        )));
+    }
+    out.write_all(&first).map_err(|e| Error::io("layer", e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(source, e)),
+        };
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io("layer", e))?;
+    }
+    Ok(())
+}
+
+/// A tar header block: all zeros (an empty archive) or a block whose checksum adds up.
+pub(crate) fn is_tar_header(block: &[u8; 512]) -> bool {
+    if block.iter().all(|&b| b == 0) {
+        return true;
+    }
+    let field = &block[148..156];
+    let text: String = field
+        .iter()
+        .take_while(|&&b| b != 0)
+        .map(|&b| b as char)
+        .collect();
+    let Ok(stored) = u32::from_str_radix(text.trim(), 8) else {
+        return false;
+    };
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                b' ' as u32
+            } else {
+                b as u32
+            }
+        })
+        .sum();
+    sum == stored
+}
+
+pub(crate) fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::Compression;
+
+    fn small_tar(content: &[u8]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "etc/hello", content)
+            .unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    fn options() -> LayerOptions {
+        LayerOptions {
+            compression: Compression::Gzip(6),
+            threads: 2,
+        }
+    }
+
+    fn import(store: &Store, content: &[u8], tag: &str) -> Image {
+        let tar = small_tar(content);
+        let tags = [Reference::parse(tag).unwrap()];
+        import_rootfs(store, &mut &tar[..], "test", &tags, options()).unwrap()
+    }
+
+    #[test]
+    fn same_image_twice_gives_the_same_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tar = small_tar(b"hi");
+        let layer = crate::layer::write_layer(&store, options(), &mut &tar[..]).unwrap();
+        let mut config = ImageConfig::for_host();
+        config.created = Some(rfc3339(0));
+        let mut labels = BTreeMap::new();
+        for i in 0..20 {
+            labels.insert(format!("label{i}"), i.to_string());
+        }
+        config.config = Some(crate::config::ContainerConfig {
+            labels: Some(labels),
+            env: Some(vec!["A=1".into()]),
+            ..Default::default()
+        });
+        let a = store.write_image(&config, std::slice::from_ref(&layer), &[]).unwrap();
+        let b = store.write_image(&config, &[layer], &[]).unwrap();
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.manifest_digest, b.manifest_digest);
+        // index.json has a single dangling entry for it.
+        assert_eq!(store.read_index().unwrap().manifests().len(), 1);
+    }
+
+    #[test]
+    fn tags_move_and_leave_dangling_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first = import(&store, b"one", "app");
+        assert_eq!(first.tags, vec!["app:latest"]);
+        assert_eq!(store.find_image("app:latest").unwrap().id, first.id);
+        assert_eq!(store.find_image(first.id.short()).unwrap().id, first.id);
+        assert_eq!(store.find_image(first.id.as_str()).unwrap().id, first.id);
+        assert_eq!(
+            store.find_image(first.manifest_digest.as_str()).unwrap().id,
+            first.id
+        );
+
+        let second = import(&store, b"two", "app:latest");
+        assert_ne!(first.id, second.id);
+        let images = store.list_images().unwrap();
+        assert_eq!(images.len(), 2);
+        assert!(
+            images
+                .iter()
+                .any(|i| i.tag.is_none() && i.id.as_ref() == Some(&first.id))
+        );
+
+        store
+            .tag_image("app", &Reference::parse("other:1").unwrap())
+            .unwrap();
+        assert_eq!(store.find_image("other:1").unwrap().id, second.id);
+        assert!(matches!(
+            store.find_image("nope"),
+            Err(Error::ImageNotFound(_))
+        ));
+
+        // By id with two tags: refused without force.
+        assert!(store.remove_image(second.id.short(), false).is_err());
+        let report = store.remove_image("other:1", false).unwrap();
+        assert_eq!(report, vec!["Untagged: other:1"]);
+        let report = store.remove_image("app", false).unwrap();
+        assert_eq!(report[0], "Untagged: app:latest");
+        assert!(report[1].starts_with("Deleted: "));
+        store.remove_image(first.id.short(), false).unwrap();
+        assert!(store.read_index().unwrap().manifests().is_empty());
+    }
+
+    #[test]
+    fn import_refuses_non_tar_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let junk = vec![b'x'; 4096];
+        let err = import_rootfs(&store, &mut &junk[..], "junk", &[], options()).unwrap_err();
+        assert!(err.to_string().contains("not a tar archive"), "{err}");
+        assert!(store.list_blobs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn import_accepts_compressed_tar() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tar = small_tar(b"zipped");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let image = import_rootfs(&store, &mut &gz[..], "x.tar.gz", &[], options()).unwrap();
+        assert_eq!(image.diff_ids().unwrap(), vec![Digest::of(&tar)]);
+    }
+}

@@ -1,0 +1,489 @@
+//! The layer writer: an uncompressed tar stream in, a committed, compressed blob out, with the
+//! diff-id (sha256 of the tar) and the blob digest computed in the same pass. And the reverse: a
+//! reader that decompresses a layer whatever its compression.
+//!
+//! Determinism: the compressed bytes depend only on the tar and the compression settings, never
+//! on the thread count. gzip is block-parallel (gzp with the pure-Rust deflate: fixed-size
+//! blocks, each compressed on its own), and zstd always runs its multi-threaded mode with at
+//! least one worker, whose output does not depend on the number of workers (zero workers selects
+//! the single-threaded code path, which writes different frames).
+
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, IoContext, Result};
+use crate::store::Store;
+use gzp::ZWriter;
+use gzp::deflate::Gzip;
+use gzp::par::compress::{ParCompress, ParCompressBuilder};
+use oci_spec::image::MediaType;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
+
+/// How a layer is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip at a level 0–9 (6 is Docker's default).
+    Gzip(u32),
+    /// zstd at a level 1–22 (3 is the library default).
+    Zstd(i32),
+    None,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Gzip(6)
+    }
+}
+
+impl Compression {
+    /// Parses `gzip`, `zstd`, `none`/`uncompressed`, optionally with a level: `gzip:9`, `zstd:19`.
+    pub fn parse(text: &str) -> Result<Compression> {
+        let (name, level) = match text.split_once(':') {
+            Some((n, l)) => (n, Some(l)),
+            None => (text, None),
+        };
+        let bad = || {
+            Error::Unsupported(format!(
+                "unknown compression {text:?}: expected gzip[:0-9], zstd[:1-22] or none"
+            ))
+        };
+        let parse_level = |default: i64, range: std::ops::RangeInclusive<i64>| -> Result<i64> {
+            match level {
+                None => Ok(default),
+                Some(l) => l
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|l| range.contains(l))
+                    .ok_or_else(bad),
+            }
+        };
+        match name {
+            "gzip" => Ok(Compression::Gzip(parse_level(6, 0..=9)? as u32)),
+            "zstd" => Ok(Compression::Zstd(parse_level(3, 1..=22)? as i32)),
+            "none" | "uncompressed" if level.is_none() => Ok(Compression::None),
+            _ => Err(bad()),
+        }
+    }
+
+    pub fn media_type(self) -> MediaType {
+        match self {
+            Compression::Gzip(_) => MediaType::ImageLayerGzip,
+            Compression::Zstd(_) => MediaType::ImageLayerZstd,
+            Compression::None => MediaType::ImageLayer,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerOptions {
+    pub compression: Compression,
+    /// Compression threads; 0 means one per available core.
+    pub threads: usize,
+}
+
+/// A layer committed to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer {
+    /// Digest of the compressed blob (what manifests reference).
+    pub digest: Digest,
+    /// Digest of the uncompressed tar (what `rootfs.diff_ids` lists).
+    pub diff_id: Digest,
+    /// Size of the compressed blob.
+    pub size: u64,
+    pub media_type: MediaType,
+}
+
+impl Layer {
+    pub fn descriptor(&self) -> Result<oci_spec::image::Descriptor> {
+        Ok(oci_spec::image::Descriptor::new(
+            self.media_type.clone(),
+            self.size,
+            self.digest.to_oci()?,
+        ))
+    }
+}
+
+/// The end of the compression pipeline: a temp file that hashes what it is given. Owned and
+/// `Send + 'static` because gzp writes it from its own thread.
+struct Sink {
+    file: BufWriter<File>,
+    hasher: Hasher,
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+enum Encoder {
+    Gzip(ParCompress<'static, Gzip, Sink>),
+    Zstd(zstd::stream::write::Encoder<'static, Sink>),
+    None(Sink),
+}
+
+impl Encoder {
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Encoder::Gzip(w) => w,
+            Encoder::Zstd(w) => w,
+            Encoder::None(w) => w,
+        }
+    }
+
+    fn finish(self) -> Result<Sink> {
+        match self {
+            Encoder::Gzip(mut w) => w.finish().map_err(|e| Error::Compression(e.to_string())),
+            Encoder::Zstd(w) => w.finish().map_err(|e| Error::Compression(e.to_string())),
+            Encoder::None(w) => Ok(w),
+        }
+    }
+}
+
+/// Write an uncompressed tar into it; `finish` commits the compressed blob.
+/// Dropping it unfinished discards the partial blob.
+pub struct LayerWriter<'s> {
+    store: &'s Store,
+    path: PathBuf,
+    encoder: Option<Encoder>,
+    diff: Hasher,
+    compression: Compression,
+}
+
+impl<'s> LayerWriter<'s> {
+    pub fn new(store: &'s Store, options: LayerOptions) -> Result<LayerWriter<'s>> {
+        let threads = if options.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            options.threads
+        };
+        let path = store.tmp_path("layer");
+        let file = File::create_new(&path).at(&path)?;
+        let sink = Sink {
+            file: BufWriter::with_capacity(1 << 20, file),
+            hasher: Hasher::new(),
+        };
+        let encoder = match options.compression {
+            Compression::Gzip(level) => {
+                let builder = ParCompressBuilder::<Gzip>::new()
+                    .num_threads(threads)
+                    .map_err(|e| Error::Compression(e.to_string()))?
+                    .compression_level(gzp::Compression::new(level.min(9)));
+                Encoder::Gzip(builder.from_writer(sink))
+            }
+            Compression::Zstd(level) => {
+                let mut enc = zstd::stream::write::Encoder::new(sink, level)
+                    .map_err(|e| Error::Compression(e.to_string()))?;
+                enc.multithread(u32::try_from(threads).unwrap_or(u32::MAX).max(1))
+                    .map_err(|e| Error::Compression(e.to_string()))?;
+                Encoder::Zstd(enc)
+            }
+            Compression::None => Encoder::None(sink),
+        };
+        Ok(LayerWriter {
+            store,
+            path,
+            encoder: Some(encoder),
+            diff: Hasher::new(),
+            compression: options.compression,
+        })
+    }
+
+    /// Flushes the compressor, verifies nothing is lost, and commits the blob.
+    pub fn finish(mut self) -> Result<Layer> {
+        let Some(encoder) = self.encoder.take() else {
+            return Err(Error::Compression("layer writer already finished".into()));
+        };
+        let sink = encoder.finish()?;
+        let file = sink
+            .file
+            .into_inner()
+            .map_err(|e| Error::io(&self.path, e.into_error()))?;
+        file.sync_all().at(&self.path)?;
+        drop(file);
+        let (digest, size) = sink.hasher.finish();
+        let (diff_id, _) = std::mem::take(&mut self.diff).finish();
+        let committed = self.store.commit_file(&self.path, &digest);
+        if committed.is_err() {
+            let _ = fs::remove_file(&self.path);
+        }
+        committed?;
+        Ok(Layer {
+            digest,
+            diff_id,
+            size,
+            media_type: self.compression.media_type(),
+        })
+    }
+}
+
+impl Write for LayerWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let encoder = self
+            .encoder
+            .as_mut()
+            .ok_or_else(|| io::Error::other("layer writer already finished"))?;
+        let n = encoder.writer().write(buf)?;
+        self.diff.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.encoder.as_mut() {
+            Some(e) => e.writer().flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LayerWriter<'_> {
+    fn drop(&mut self) {
+        if let Some(encoder) = self.encoder.take() {
+            // Let the compression threads wind down before removing their output file.
+            let _ = encoder.finish();
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Writes a whole tar stream from `tar` as a layer.
+pub fn write_layer(store: &Store, options: LayerOptions, tar: &mut dyn Read) -> Result<Layer> {
+    let mut writer = LayerWriter::new(store, options)?;
+    copy_stream(tar, &mut writer)?;
+    writer.finish()
+}
+
+/// `io::copy` with the error attributed to the right side.
+fn copy_stream(from: &mut dyn Read, to: &mut dyn Write) -> Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("layer input", e)),
+        };
+        to.write_all(&buf[..n])
+            .map_err(|e| Error::io("layer output", e))?;
+        total += n as u64;
+    }
+    Ok(total)
+}
+
+/// What a layer stream turned out to be compressed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detected {
+    Gzip,
+    Zstd,
+    Plain,
+}
+
+/// Decompresses a layer, recognising gzip and zstd by their magic bytes; anything else is
+/// passed through as a plain tar.
+pub fn open_layer<R: Read + Send + 'static>(mut reader: R) -> Result<Box<dyn Read + Send>> {
+    // Read the magic with a loop: a pipe may hand over fewer bytes than asked for.
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < head.len() {
+        match reader.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("layer", e)),
+        }
+    }
+    let kind = detect(&head[..got]);
+    let stream = BufReader::with_capacity(
+        1 << 20,
+        io::Cursor::new(head).take(got as u64).chain(reader),
+    );
+    Ok(match kind {
+        Detected::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(stream)),
+        Detected::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(stream)
+                .map_err(|e| Error::Compression(e.to_string()))?,
+        ),
+        Detected::Plain => Box::new(stream),
+    })
+}
+
+/// Like `open_layer` for a borrowed reader: decompresses gzip or zstd, passes anything else
+/// through. Used for inputs a person hands us (an import tar, a `docker save | gzip` archive).
+pub fn decompress<'a>(input: &'a mut dyn Read) -> Result<Box<dyn Read + 'a>> {
+    let mut head = [0u8; 4];
+    let got = crate::image::read_full(input, &mut head).map_err(|e| Error::io("input", e))?;
+    let kind = detect(&head[..got]);
+    let stream = io::Cursor::new(head).take(got as u64).chain(input);
+    Ok(match kind {
+        Detected::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
+        Detected::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(stream)
+                .map_err(|e| Error::Compression(e.to_string()))?,
+        ),
+        Detected::Plain => Box::new(stream),
+    })
+}
+
+/// Recognises a compression format from the first bytes of a stream.
+pub fn detect(head: &[u8]) -> Detected {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Detected::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Detected::Zstd
+    } else {
+        Detected::Plain
+    }
+}
+
+/// Opens a layer blob of the store, decompressed. Its digest is checked when the stream is
+/// read to the end.
+pub fn open_layer_blob(store: &Store, digest: &Digest) -> Result<Box<dyn Read + Send>> {
+    open_layer(store.open_blob(digest, None)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A few MB of tar with text-like and random-ish content so that gzp uses several blocks.
+    fn sample_tar() -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut state = 0x1234_5678_u64;
+        for i in 0..24 {
+            let mut data = Vec::with_capacity(200_000);
+            while data.len() < 200_000 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                if i % 2 == 0 {
+                    data.extend_from_slice(
+                        format!("line {} of file {i}\n", state % 1000).as_bytes(),
+                    );
+                } else {
+                    data.extend_from_slice(&state.to_le_bytes());
+                }
+            }
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_mtime(0);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, format!("dir/file{i}"), &data[..])
+                .unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    fn write_with(store: &Store, tar: &[u8], compression: Compression, threads: usize) -> Layer {
+        let options = LayerOptions {
+            compression,
+            threads,
+        };
+        write_layer(store, options, &mut &tar[..]).unwrap()
+    }
+
+    #[test]
+    fn thread_count_does_not_change_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tar = sample_tar();
+        for compression in [Compression::Gzip(6), Compression::Zstd(3)] {
+            let layers: Vec<Layer> = [1, 2, 4]
+                .iter()
+                .map(|&t| write_with(&store, &tar, compression, t))
+                .collect();
+            assert_eq!(layers[0], layers[1], "{compression:?}: 1 vs 2 threads");
+            assert_eq!(layers[0], layers[2], "{compression:?}: 1 vs 4 threads");
+            assert_eq!(layers[0].diff_id, Digest::of(&tar));
+            assert!(layers[0].size < tar.len() as u64);
+        }
+    }
+
+    #[test]
+    fn decompress_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tar = sample_tar();
+        for (compression, media) in [
+            (Compression::Gzip(1), MediaType::ImageLayerGzip),
+            (Compression::Zstd(1), MediaType::ImageLayerZstd),
+            (Compression::None, MediaType::ImageLayer),
+        ] {
+            let layer = write_with(&store, &tar, compression, 2);
+            assert_eq!(layer.media_type, media);
+            assert_eq!(layer.diff_id, Digest::of(&tar));
+            assert_eq!(store.verify_blob(&layer.digest).ok(), Some(true));
+            let mut out = Vec::new();
+            open_layer_blob(&store, &layer.digest)
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert!(out == tar, "{compression:?} roundtrip");
+        }
+    }
+
+    #[test]
+    fn gzip_output_is_standard_gzip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tar = sample_tar();
+        let layer = write_with(&store, &tar, Compression::Gzip(6), 2);
+        let blob = fs::read(store.blob_path(&layer.digest)).unwrap();
+        // The single-member decoder (not Multi) must read it whole: one gzip member, as docker
+        // and containerd expect.
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&blob[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert!(out == tar);
+    }
+
+    #[test]
+    fn dropped_writer_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut writer = LayerWriter::new(&store, LayerOptions::default()).unwrap();
+        writer.write_all(&sample_tar()[..100_000]).unwrap();
+        drop(writer);
+        assert!(store.list_blobs().unwrap().is_empty());
+        let leftovers: Vec<_> = fs::read_dir(store.tmp_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "pins")
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn compression_names() {
+        assert_eq!(Compression::parse("gzip").unwrap(), Compression::Gzip(6));
+        assert_eq!(
+            Compression::parse("zstd:19").unwrap(),
+            Compression::Zstd(19)
+        );
+        assert_eq!(Compression::parse("none").unwrap(), Compression::None);
+        assert!(Compression::parse("gzip:10").is_err());
+        assert!(Compression::parse("lz4").is_err());
+    }
+
+    #[test]
+    fn detects_plain_tar_and_short_input() {
+        let mut out = Vec::new();
+        open_layer(&b"ab"[..])
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"ab");
+        let mut out = Vec::new();
+        open_layer(&b""[..]).unwrap().read_to_end(&mut out).unwrap();
+        assert!(out.is_empty());
+    }
+}

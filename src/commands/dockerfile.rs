@@ -1,0 +1,51 @@
+//! Reading a Dockerfile from a path or stdin, and parsing it with errors that name the file.
+
+use crate::error::{CliError, CliResult};
+use kiln_grammar::ast::Dockerfile;
+use std::io::Read;
+use std::path::Path;
+
+/// A Dockerfile's text and the name to show in messages (`Dockerfile`, `build/Dockerfile.dev`, `-`).
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+/// Read `path` (`-` for stdin). Invalid UTF-8 is refused: BuildKit reads Dockerfiles as UTF-8 too.
+pub fn read(path: &str) -> CliResult<Source> {
+    let bytes = if path == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| CliError::io("<stdin>", e))?;
+        buf
+    } else {
+        std::fs::read(Path::new(path)).map_err(|e| CliError::io(path, e))?
+    };
+    let text = String::from_utf8(bytes).map_err(|e| CliError::Usage {
+        message: format!(
+            "{path}: the Dockerfile is not valid UTF-8 (byte {})",
+            e.utf8_error().valid_up_to()
+        ),
+        hint: Some("save the file as UTF-8".into()),
+    })?;
+    Ok(Source {
+        name: path.to_string(),
+        text,
+    })
+}
+
+impl Source {
+    pub fn parse(&self) -> CliResult<Dockerfile> {
+        kiln_grammar::parse(&self.text).map_err(|error| self.error(error))
+    }
+
+    /// Wrap a grammar error so it renders against this file.
+    pub fn error(&self, error: kiln_grammar::Error) -> CliError {
+        CliError::Dockerfile {
+            file: self.name.clone(),
+            source_text: self.text.clone(),
+            error,
+        }
+    }
+}

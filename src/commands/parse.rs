@@ -1,0 +1,40 @@
+//! `kiln parse`: print a Dockerfile's syntax tree, as BuildKit's dump or as JSON with spans.
+
+use super::dockerfile;
+use crate::error::{CliError, CliResult};
+use clap::{Args, ValueEnum};
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// BuildKit's AST dump: one `(instruction "arg" …)` line per instruction.
+    Dump,
+    /// The syntax tree with source spans, as JSON.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ParseArgs {
+    /// The Dockerfile to read (`-` for stdin).
+    #[arg(short = 'f', long = "file", default_value = "Dockerfile", value_name = "FILE")]
+    pub file: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Dump)]
+    pub format: Format,
+}
+
+pub fn run(args: ParseArgs) -> CliResult<ExitCode> {
+    let source = dockerfile::read(&args.file)?;
+    let tree = source.parse()?;
+    let out = match args.format {
+        Format::Dump => kiln_grammar::dump::dump(&tree),
+        Format::Json => {
+            let mut json = serde_json::to_string_pretty(&tree)
+                .map_err(|e| CliError::usage(format!("cannot encode the syntax tree: {e}")))?;
+            json.push('\n');
+            json
+        }
+    };
+    super::print_stdout(&out)?;
+    Ok(ExitCode::SUCCESS)
+}

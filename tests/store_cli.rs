@@ -1,0 +1,485 @@
+//! The store commands end to end: the built `kiln` binary against a temporary `--root`, with the
+//! busybox root filesystem from `testdata/busybox-rootfs.sh`, checked with skopeo and umoci.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Whether a prerequisite is there; under CI a missing one fails the test instead of skipping.
+fn require(what: &str, present: bool) -> bool {
+    if !present {
+        assert!(!in_ci(), "{what} is required under CI=true but is missing");
+        eprintln!("skipping: {what} is missing");
+    }
+    present
+}
+
+fn have_tool(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    tar: PathBuf,
+}
+
+impl Env {
+    /// A temp dir with the busybox rootfs tar, or `None` (skip) when the fixture cannot be made.
+    fn new() -> Option<Env> {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = dir.path().join("busybox.tar");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/busybox-rootfs.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("--tar")
+            .arg(&tar)
+            .output()
+            .unwrap();
+        if !require(
+            &format!(
+                "the busybox fixture ({})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            out.status.success(),
+        ) {
+            return None;
+        }
+        Some(Env { dir, tar })
+    }
+
+    fn root(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn kiln(root: &Path, args: &[&str]) -> Output {
+    Command::new(KILN)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("KILN_ROOT")
+        .output()
+        .unwrap()
+}
+
+/// Runs kiln and returns stdout, failing the test with stderr when it does not succeed.
+fn ok(root: &Path, args: &[&str]) -> String {
+    let out = kiln(root, args);
+    assert!(
+        out.status.success(),
+        "kiln {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn inspect(root: &Path, name: &str) -> serde_json::Value {
+    let text = ok(root, &["inspect", name]);
+    let mut all: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(all.len(), 1);
+    all.remove(0)
+}
+
+fn sha256_of(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    format!("sha256:{}", text.split_whitespace().next().unwrap())
+}
+
+fn blob_count(root: &Path) -> usize {
+    std::fs::read_dir(root.join("blobs/sha256"))
+        .unwrap()
+        .count()
+}
+
+fn import_busybox(env: &Env, root: &Path) -> String {
+    let id = ok(root, &["import", env.tar.to_str().unwrap(), "busybox"]);
+    id.trim().to_string()
+}
+
+#[test]
+fn import_list_inspect_tag_history() {
+    let Some(env) = Env::new() else { return };
+    let root = env.root("store");
+    let id = import_busybox(&env, &root);
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+
+    let images = ok(&root, &["images"]);
+    let mut lines = images.lines();
+    let header = lines.next().unwrap();
+    for column in ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(&row[..3], &["busybox", "latest", &id[7..19]]);
+
+    let info = inspect(&root, "busybox");
+    assert_eq!(info["Id"], id.as_str());
+    assert_eq!(info["RepoTags"], serde_json::json!(["busybox:latest"]));
+    assert_eq!(info["Os"], "linux");
+    assert_eq!(info["RootFS"]["Type"], "layers");
+    // The layer's diff-id is the sha256 of the very tar we imported.
+    assert_eq!(info["RootFS"]["Layers"][0], sha256_of(&env.tar).as_str());
+    assert!(info["Size"].as_u64().unwrap() > 100_000);
+
+    ok(&root, &["tag", "busybox", "app:1"]);
+    assert_eq!(inspect(&root, "app:1")["Id"], id.as_str());
+    assert_eq!(inspect(&root, &id[7..15])["Id"], id.as_str());
+    let json = ok(&root, &["images", "--format", "json"]);
+    let tags: Vec<String> = json
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{}:{}",
+                v["Repository"].as_str().unwrap(),
+                v["Tag"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(tags, vec!["app:1", "busybox:latest"]);
+
+    let history = ok(&root, &["history", "app:1"]);
+    assert!(history.starts_with("IMAGE"), "{history}");
+    assert!(history.contains(&id[7..19]), "{history}");
+    assert!(history.contains("Imported from"), "{history}");
+
+    // The same tar imported again (reproducible timestamp) is the same image.
+    let again = Command::new(KILN)
+        .arg("--root")
+        .arg(env.root("other"))
+        .args(["import", "-", "again"])
+        .env("SOURCE_DATE_EPOCH", "0")
+        .stdin(std::fs::File::open(&env.tar).unwrap())
+        .output()
+        .unwrap();
+    let first = Command::new(KILN)
+        .arg("--root")
+        .arg(env.root("third"))
+        .args(["import", env.tar.to_str().unwrap(), "x"])
+        .env("SOURCE_DATE_EPOCH", "0")
+        .output()
+        .unwrap();
+    assert!(again.status.success() && first.status.success());
+    // The history comment names the source, so compare the layer instead of the id.
+    let a = inspect(&env.root("other"), "again");
+    let b = inspect(&env.root("third"), "x");
+    assert_eq!(a["RootFS"], b["RootFS"]);
+    assert_eq!(a["Created"], "1970-01-01T00:00:00Z");
+}
+
+#[test]
+fn import_refuses_directories_and_bad_names() {
+    let Some(env) = Env::new() else { return };
+    let root = env.root("store");
+    let out = kiln(&root, &["import", env.dir.path().to_str().unwrap(), "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("directory is not supported"), "{err}");
+    let out = kiln(&root, &["import", env.tar.to_str().unwrap(), "Bad Name"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid reference"));
+    let out = kiln(&root, &["inspect", "missing"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn save_and_load_keep_digests() {
+    let Some(env) = Env::new() else { return };
+    let root = env.root("store");
+    import_busybox(&env, &root);
+    let original = inspect(&root, "busybox");
+    for format in ["docker", "oci"] {
+        let archive = env.path(&format!("busybox-{format}.tar"));
+        ok(
+            &root,
+            &[
+                "save",
+                "busybox",
+                "-o",
+                archive.to_str().unwrap(),
+                "--format",
+                format,
+            ],
+        );
+        let fresh = env.root(&format!("fresh-{format}"));
+        let loaded = ok(&fresh, &["load", "-i", archive.to_str().unwrap()]);
+        assert_eq!(loaded, "Loaded image: busybox:latest\n");
+        let copy = inspect(&fresh, "busybox:latest");
+        assert_eq!(copy["Id"], original["Id"], "{format}");
+        assert_eq!(
+            copy["Descriptor"]["digest"], original["Descriptor"]["digest"],
+            "{format}"
+        );
+        assert!(ok(&fresh, &["fsck"]).contains("store is consistent"));
+    }
+    let docker = env.path("busybox-docker.tar");
+    let listing = Command::new("tar").arg("tf").arg(&docker).output().unwrap();
+    let names = String::from_utf8(listing.stdout).unwrap();
+    assert!(names.lines().any(|l| l == "manifest.json"), "{names}");
+    assert!(names.lines().any(|l| l == "repositories"), "{names}");
+    assert!(names.lines().any(|l| l.ends_with("/layer.tar")), "{names}");
+
+    // `docker load` needs a daemon that is not running here; podman and docker read
+    // docker-archives the same way skopeo does, so skopeo stands in for them.
+    if require("skopeo", have_tool("skopeo")) {
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("docker-archive:{}", docker.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(info["Layers"].as_array().unwrap().len(), 1);
+        assert_eq!(info["Layers"][0], original["RootFS"]["Layers"][0]);
+    }
+
+    // stdin works for load, and a gzipped archive is accepted.
+    let gz = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -c {} > {}.gz",
+            docker.display(),
+            docker.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(gz.success());
+    let piped = Command::new(KILN)
+        .arg("--root")
+        .arg(env.root("piped"))
+        .arg("load")
+        .stdin(std::fs::File::open(env.path("busybox-docker.tar.gz")).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        piped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    assert_eq!(inspect(&env.root("piped"), "busybox")["Id"], original["Id"]);
+}
+
+#[test]
+fn rmi_and_prune_empty_the_store() {
+    let Some(env) = Env::new() else { return };
+    let root = env.root("store");
+    import_busybox(&env, &root);
+    ok(&root, &["tag", "busybox", "keep:1"]);
+    assert_eq!(blob_count(&root), 3);
+    let out = ok(&root, &["rmi", "busybox"]);
+    assert_eq!(out, "Untagged: busybox:latest\n");
+    ok(&root, &["prune"]);
+    assert_eq!(blob_count(&root), 3, "keep:1 still needs every blob");
+    let out = ok(&root, &["rmi", "keep:1"]);
+    assert!(
+        out.contains("Untagged: keep:1") && out.contains("Deleted: sha256:"),
+        "{out}"
+    );
+    let out = ok(&root, &["prune", "--keep-storage", "1GB"]);
+    assert!(out.contains("Total reclaimed space"), "{out}");
+    assert_eq!(blob_count(&root), 0);
+    assert_eq!(ok(&root, &["images", "-q"]), "");
+
+    // A dangling image (its tag moved) is listed as <none> and pruned.
+    import_busybox(&env, &root);
+    let tar2 = env.path("other.tar");
+    let made = Command::new("tar")
+        .arg("-cf")
+        .arg(&tar2)
+        .arg("-C")
+        .arg(env.dir.path())
+        .arg("busybox.tar")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    ok(&root, &["import", tar2.to_str().unwrap(), "busybox"]);
+    assert!(ok(&root, &["images"]).contains("<none>"));
+    let out = ok(&root, &["prune"]);
+    assert!(out.contains("Deleted Images"), "{out}");
+    assert!(!ok(&root, &["images"]).contains("<none>"));
+    assert_eq!(blob_count(&root), 3);
+}
+
+#[test]
+fn fsck_passes_after_a_killed_import_and_catches_corruption() {
+    let Some(env) = Env::new() else { return };
+    let root = env.root("store");
+    import_busybox(&env, &root);
+    let mut child = Command::new(KILN)
+        .arg("--root")
+        .arg(&root)
+        .args(["import", "-", "killed"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let data = std::fs::read(&env.tar).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&data[..data.len() / 2]).unwrap();
+    stdin.flush().unwrap();
+    // Wait until the import has started writing its partial layer, then SIGKILL it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let tmp = root.join("tmp");
+    loop {
+        let busy = std::fs::read_dir(&tmp)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .any(|d| std::fs::read_dir(d.path()).is_ok_and(|mut f| f.next().is_some()));
+        if busy || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+    assert!(
+        std::fs::read_dir(&tmp).unwrap().count() > 0,
+        "the killed import left no debris"
+    );
+
+    let out = ok(&root, &["fsck"]);
+    assert!(out.contains("store is consistent"), "{out}");
+    // fsck's own open swept the dead process's files; fsck then cleaned up after itself.
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    assert!(!ok(&root, &["images"]).contains("killed"));
+
+    // Corrupt the layer: reads and fsck notice; --repair removes the damaged image.
+    let info = inspect(&root, "busybox");
+    let manifest = info["Descriptor"]["digest"].as_str().unwrap().to_string();
+    let manifest_path = root.join("blobs/sha256").join(&manifest[7..]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let layer_path = root.join("blobs/sha256").join(&layer[7..]);
+    let mut bytes = std::fs::read(&layer_path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&layer_path, &bytes).unwrap();
+
+    let out = kiln(
+        &root,
+        &["save", "busybox", "-o", env.path("x.tar").to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt"));
+    assert!(
+        !env.path("x.tar").exists(),
+        "a failed save must not leave an archive"
+    );
+
+    let out = kiln(&root, &["fsck"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("corrupt: {layer}")), "{text}");
+    assert!(text.contains("broken image: busybox:latest"), "{text}");
+    let out = ok(&root, &["fsck", "--repair"]);
+    assert!(out.contains("repaired:"), "{out}");
+    assert!(ok(&root, &["fsck"]).contains("store is consistent"));
+    assert_eq!(ok(&root, &["images", "-q"]), "");
+}
+
+#[test]
+fn hostile_archives_are_refused() {
+    let Some(env) = Env::new() else { return };
+    let root = env.root("store");
+    let evil = env.path("evil");
+    std::fs::create_dir(&evil).unwrap();
+    std::fs::write(
+        evil.join("manifest.json"),
+        r#"[{"Config":"../../../etc/passwd","RepoTags":["evil:1"],"Layers":[]}]"#,
+    )
+    .unwrap();
+    let archive = env.path("evil.tar");
+    let made = Command::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&evil)
+        .arg("manifest.json")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = kiln(&root, &["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'..'"), "{err}");
+    let out = kiln(&root, &["load", "-i", env.tar.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an image archive"));
+    assert!(ok(&root, &["fsck"]).contains("store is consistent"));
+}
+
+#[test]
+fn other_oci_tools_read_the_store() {
+    let Some(env) = Env::new() else { return };
+    let root = env.root("store");
+    import_busybox(&env, &root);
+    let info = inspect(&root, "busybox");
+    if require("skopeo", have_tool("skopeo")) {
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:busybox:latest", root.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(seen["Digest"], info["Descriptor"]["digest"]);
+        assert_eq!(seen["Architecture"], info["Architecture"]);
+    }
+    if require("umoci", have_tool("umoci")) && require("root (for umoci unpack)", is_root()) {
+        let bundle = env.path("bundle");
+        let out = Command::new("umoci")
+            .arg("unpack")
+            .arg("--image")
+            .arg(format!("{}:busybox:latest", root.display()))
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(bundle.join("rootfs/bin/busybox").is_file());
+        assert!(bundle.join("rootfs/etc/passwd").is_file());
+        assert!(bundle.join("config.json").is_file());
+    }
+    // umoci may add blobs of its own; our fsck still accepts the store.
+    assert!(ok(&root, &["fsck"]).contains("store is consistent"));
+}
