@@ -7,12 +7,8 @@ use std::process::ExitCode;
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// A Dockerfile was refused; rendered with file:line:col, the source line and a hint.
-    #[error("{}", .error.message)]
-    Dockerfile {
-        file: String,
-        source_text: String,
-        error: kiln_grammar::Error,
-    },
+    #[error("{}", .0.error.message)]
+    Dockerfile(Box<DockerfileError>),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -30,12 +26,23 @@ pub enum CliError {
         message: String,
         hint: Option<String>,
     },
+    /// Reading or writing a layer's file tree failed (the message names the path).
+    #[error(transparent)]
+    Snapshot(#[from] kiln_snapshotter::Error),
     /// Bad command-line input that clap could not catch (a malformed `--build-arg`, …).
     #[error("{message}")]
     Usage {
         message: String,
         hint: Option<String>,
     },
+}
+
+/// A grammar error with the file it was found in, so it can show the offending line.
+#[derive(Debug)]
+pub struct DockerfileError {
+    pub file: String,
+    pub source_text: String,
+    pub error: kiln_grammar::Error,
 }
 
 pub type CliResult<T> = Result<T, CliError>;
@@ -57,11 +64,9 @@ impl CliError {
 
     pub fn render(&self) -> String {
         match self {
-            CliError::Dockerfile {
-                file,
-                source_text,
-                error,
-            } => format!("error: {}", error.render(file, source_text)),
+            CliError::Dockerfile(d) => {
+                format!("error: {}", d.error.render(&d.file, &d.source_text))
+            }
             CliError::Usage {
                 message,
                 hint: Some(hint),

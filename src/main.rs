@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile.
-    Build(commands::build::BuildArgs),
+    Build(Box<commands::build::BuildArgs>),
     /// Parse a Dockerfile and print its syntax tree.
     Parse(commands::parse::ParseArgs),
     /// Resolve a Dockerfile into its stage graph (JSON).
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     kiln_runner::helper_main_if_requested();
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Build(args) => commands::build::run(&cli.root, args),
+        Command::Build(args) => commands::build::run(&cli.root, *args),
         Command::Parse(args) => commands::parse::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Store(command) => commands::store::run(&cli.root, command),

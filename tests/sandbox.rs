@@ -447,22 +447,41 @@ fn assert_no_kiln_cgroups() {
     }
 }
 
+impl Fixture {
+    /// Waits until the sandboxed command has created `/tmp/started` in the rootfs, so a
+    /// signal sent next finds it running whatever the machine's load. Removes the marker.
+    fn wait_started(&self) {
+        let marker = self.rootfs.join("tmp/started");
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        while !marker.exists() {
+            assert!(Instant::now() < deadline, "the sandbox never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        fs::remove_file(marker).expect("remove marker");
+    }
+}
+
+fn kill_int(child: &Child) {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+}
+
 #[test]
 fn sigint_to_kiln_stops_the_sandbox_and_cleans_up() {
     let Some(fx) = fixture() else { return };
     // PID 1 without a handler ignores the forwarded SIGINT: the stop timeout ends it.
-    let cmd = fx.command(&["--stop-timeout", "1"], &["sleep", "600"]);
-    let (child, out, err) = fx.spawn(cmd, "sigint");
-    std::thread::sleep(Duration::from_millis(500));
-    let started = Instant::now();
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("kill")
-            .success()
+    let cmd = fx.command(
+        &["--stop-timeout", "1"],
+        &["sh", "-c", "touch /tmp/started; exec sleep 600"],
     );
+    let (child, out, err) = fx.spawn(cmd, "sigint");
+    fx.wait_started();
+    let started = Instant::now();
+    kill_int(&child);
     let run = fx.finish(child, &out, &err);
     assert_eq!(run.code(), 137, "{}", run.stderr);
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -473,19 +492,12 @@ fn sigint_to_kiln_stops_the_sandbox_and_cleans_up() {
         &[
             "sh",
             "-c",
-            "trap 'echo interrupted; exit 5' INT; sleep 600 & wait",
+            "trap 'echo interrupted; exit 5' INT; touch /tmp/started; sleep 600 & wait",
         ],
     );
     let (child, out, err) = fx.spawn(cmd, "sigint-trap");
-    std::thread::sleep(Duration::from_millis(500));
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    fx.wait_started();
+    kill_int(&child);
     let run = fx.finish(child, &out, &err);
     assert_eq!(run.code(), 5, "{}", run.stderr);
     assert_eq!(run.stdout, "interrupted\n");
@@ -570,23 +582,25 @@ fn tty_gives_the_process_a_terminal() {
     assert!(run.stdout.contains("xterm"), "{}", run.stdout);
 }
 
-#[test]
-fn rootless_maps_the_caller_to_root_inside() {
-    let Some(fx) = fixture() else { return };
-    let has_setpriv = Command::new("setpriv")
-        .arg("--version")
+fn has_program(name: &str, arg: &str) -> bool {
+    Command::new(name)
+        .arg(arg)
         .output()
-        .is_ok_and(|o| o.status.success());
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A fixture an unprivileged user (nobody, 65534) can use: it owns the rootfs, as a rootless
+/// user owns what it extracted, and gets its own copy of kiln it can reach.
+fn rootless_fixture() -> Option<(Fixture, PathBuf)> {
+    let fx = fixture()?;
     if !require(
-        has_setpriv,
+        has_program("setpriv", "--version"),
         "setpriv(1) from util-linux is needed to drop to a user",
     ) {
-        return;
+        return None;
     }
-    // The unprivileged user must reach the binary and the rootfs.
     fs::set_permissions(fx.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     fs::set_permissions(&fx.tmp, fs::Permissions::from_mode(0o1777)).expect("chmod");
-    // A rootless user's rootfs is its own (extracted by that user).
     let owned = Command::new("chown")
         .args(["-R", "65534:65534"])
         .arg(&fx.rootfs)
@@ -595,23 +609,37 @@ fn rootless_maps_the_caller_to_root_inside() {
     assert!(owned.success());
     let bin = fx.dir.path().join("kiln");
     fs::copy(kiln_bin(), &bin).expect("copy kiln");
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&bin)
-        .arg("sandbox")
-        .arg("--rootfs")
-        .arg(&fx.rootfs)
-        .args([
-            "--",
-            "sh",
-            "-c",
-            "id -u; cat /proc/self/uid_map; grep -E '^(CapEff|Seccomp):' /proc/self/status; \
-             ls /sys/class/net; echo $$",
-        ])
+    Some((fx, bin))
+}
+
+fn as_nobody(bin: &Path) -> String {
+    format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups -- {}",
+        bin.display()
+    )
+}
+
+fn run_shell(fx: &Fixture, script: &str, name: &str) -> Run {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", script])
         .env("TMPDIR", &fx.tmp)
         .stdin(Stdio::null());
-    let (child, out, err) = fx.spawn(cmd, "rootless");
-    let run = fx.finish(child, &out, &err);
+    let (child, out, err) = fx.spawn(cmd, name);
+    fx.finish(child, &out, &err)
+}
+
+#[test]
+fn rootless_maps_the_caller_to_root_inside() {
+    let Some((fx, bin)) = rootless_fixture() else {
+        return;
+    };
+    let script = format!(
+        "{} sandbox --rootfs {} -- sh -c \"id -u; cat /proc/self/uid_map; \
+         grep -E '^(CapEff|Seccomp):' /proc/self/status; ls /sys/class/net; echo \\$\\$\"",
+        as_nobody(&bin),
+        fx.rootfs.display()
+    );
+    let run = run_shell(&fx, &script, "rootless");
     if !require(
         !run.stderr.contains("creating namespaces"),
         "unprivileged user namespaces are disabled on this machine",
@@ -622,10 +650,62 @@ fn rootless_maps_the_caller_to_root_inside() {
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines[0], "0");
     let map: Vec<&str> = lines[1].split_whitespace().collect();
-    assert_eq!(map[..2], ["0", "65534"], "{}", lines[1]);
+    assert_eq!(map, ["0", "65534", "1"], "{}", lines[1]);
     assert_eq!(status_field(lines[2], "CapEff"), Some(DEFAULT_CAPS_HEX));
     assert_eq!(status_field(lines[3], "Seccomp"), Some("2"));
     assert_eq!(&lines[4..], ["lo", "1"]);
+
+    // Without subordinate ids, no other user exists inside, and limits need cgroup access.
+    let script = format!(
+        "{} sandbox --rootfs {} -u daemon -- true",
+        as_nobody(&bin),
+        fx.rootfs.display()
+    );
+    let run = run_shell(&fx, &script, "rootless-user");
+    assert_eq!(run.code(), 125);
+    assert!(run.stderr.contains("not mapped"), "{}", run.stderr);
+}
+
+#[test]
+fn rootless_with_subordinate_ids_runs_other_users() {
+    let Some((fx, bin)) = rootless_fixture() else {
+        return;
+    };
+    if !require(
+        has_program("newuidmap", "--help") || Path::new("/usr/bin/newuidmap").exists(),
+        "newuidmap/newgidmap are needed (apt-get install uidmap)",
+    ) || !require(
+        Path::new("/etc/subuid").is_file() && Path::new("/etc/subgid").is_file(),
+        "/etc/subuid and /etc/subgid must exist to be replaced in a private mount namespace",
+    ) {
+        return;
+    }
+    // The grant exists only in a private mount namespace of this test: the host's files are
+    // never touched.
+    let grant = fx.dir.path().join("subid");
+    fs::write(&grant, "nobody:300000:65536\n").expect("grant");
+    let script = format!(
+        "unshare -m sh -c 'mount --bind {g} /etc/subuid && mount --bind {g} /etc/subgid && \
+         {nobody} sandbox --rootfs {rootfs} -u daemon -- sh -c \"id -u; id -g\" && \
+         {nobody} sandbox --rootfs {rootfs} -- \
+         sh -c \"cat /proc/self/uid_map; touch /tmp/f; chown 2:2 /tmp/f && echo chowned\"'",
+        g = grant.display(),
+        nobody = as_nobody(&bin),
+        rootfs = fx.rootfs.display()
+    );
+    let run = run_shell(&fx, &script, "subids");
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(&lines[..2], ["1", "1"], "{}", run.stdout);
+    let maps: Vec<Vec<&str>> = lines[2..4]
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(maps, [["0", "65534", "1"], ["1", "300000", "65536"]]);
+    assert_eq!(lines[4], "chowned");
+    // Container uid 2 is subordinate id 300001 on the host.
+    let meta = fs::metadata(fx.rootfs.join("tmp/f")).expect("file");
+    assert_eq!((meta.uid(), meta.gid()), (300001, 300001));
 }
 
 #[test]
@@ -693,4 +773,92 @@ fn cpu_limit_is_applied_and_removed() {
     let run = fx.run(&["--cpus", "0.5"], &["true"]);
     assert_eq!(run.code(), 0, "{}", run.stderr);
     assert_no_kiln_cgroups();
+}
+
+#[test]
+fn descriptors_leaked_by_the_caller_do_not_reach_the_sandbox() {
+    let Some(fx) = fixture() else { return };
+    // bash leaves fd 7 open without close-on-exec, as careless parents do.
+    let inner = format!(
+        "exec 7</dev/null; exec {} sandbox --rootfs {} -- ls /proc/self/fd",
+        kiln_bin(),
+        fx.rootfs.display()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &inner])
+        .env("TMPDIR", &fx.tmp)
+        .stdin(Stdio::null());
+    let (child, out, err) = fx.spawn(cmd, "fds");
+    let run = fx.finish(child, &out, &err);
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    // 0-2 and the directory ls itself has open.
+    assert_eq!(
+        run.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2", "3"]
+    );
+}
+
+#[test]
+fn symlinks_in_the_rootfs_cannot_redirect_mount_points_to_the_host() {
+    let Some(fx) = fixture() else { return };
+    // An image whose /etc/hosts points at a host path, and whose /mnt/x climbs out.
+    let victim = fx.dir.path().join("victim");
+    fs::create_dir(&victim).expect("victim dir");
+    std::os::unix::fs::symlink(victim.join("hosts"), fx.rootfs.join("etc/hosts")).expect("link");
+    fs::create_dir(fx.rootfs.join("mnt")).expect("mnt");
+    std::os::unix::fs::symlink("../../../../../..", fx.rootfs.join("mnt/up")).expect("link");
+    let shared = fx.dir.path().join("shared");
+    fs::create_dir(&shared).expect("shared");
+    let volume = format!("{}:/mnt/up/{}", shared.display(), "escaped");
+    let run = fx.sh(
+        &["-v", &volume],
+        "ls -d /escaped && cat /etc/hosts | head -1",
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "/escaped\n127.0.0.1\tlocalhost\n");
+    // Nothing was created or mounted outside the rootfs.
+    assert_eq!(fs::read_dir(&victim).expect("victim").count(), 0);
+    assert!(
+        fx.rootfs
+            .join(victim.strip_prefix("/").expect("absolute"))
+            .join("hosts")
+            .is_file()
+    );
+    assert!(fx.rootfs.join("escaped").is_dir());
+}
+
+#[test]
+fn ctrl_c_at_the_terminal_reaches_the_process_once() {
+    let Some(fx) = fixture() else { return };
+    if !require(
+        has_program("script", "--version"),
+        "script(1) from util-linux is needed to provide a terminal",
+    ) {
+        return;
+    }
+    let marker = fx.rootfs.join("tmp/started");
+    for init in ["", "--init"] {
+        // The terminal sends SIGINT to kiln's process group; the process counts what it gets.
+        let inner = format!(
+            "{} sandbox --rootfs {} {init} -- sh -c \
+             'n=0; trap \"n=\\$((n+1))\" INT; touch /tmp/started; sleep 3 & wait; sleep 1; \
+             echo count=$n'",
+            kiln_bin(),
+            fx.rootfs.display()
+        );
+        // ^C is typed once the command runs (a bounded wait), and the terminal stays open.
+        let script = "(i=0; while [ ! -e \"$MARKER\" ] && [ $i -lt 600 ]; do sleep 0.1; \
+                      i=$((i+1)); done; printf '\\003'; sleep 4) | script -qec \"$INNER\" /dev/null";
+        let _ = fs::remove_file(&marker);
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script])
+            .env("INNER", &inner)
+            .env("MARKER", &marker)
+            .env("TMPDIR", &fx.tmp)
+            .stdin(Stdio::null());
+        let (child, out, err) = fx.spawn(cmd, "ctrl-c");
+        let run = fx.finish(child, &out, &err);
+        assert_eq!(run.code(), 0, "{init}: {} {}", run.stdout, run.stderr);
+        assert!(run.stdout.contains("count=1"), "{init}: {}", run.stdout);
+    }
 }

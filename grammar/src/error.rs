@@ -80,13 +80,14 @@ impl Error {
                         .map(|c| if c == '\t' { ' ' } else { c })
                         .collect();
                     let caret_at = span.start_col.saturating_sub(1).min(shown.chars().count());
-                    let width = if span.end_line == span.start_line && span.end_col > span.start_col
-                    {
-                        (span.end_col - span.start_col + 1).min(shown.chars().count() - caret_at)
-                    } else {
-                        1
-                    }
-                    .max(1);
+                    let width =
+                        if span.end_line == span.start_line && span.end_col > span.start_col {
+                            (span.end_col - span.start_col + 1)
+                                .min(shown.chars().count() - caret_at)
+                        } else {
+                            1
+                        }
+                        .max(1);
                     let _ = write!(
                         out,
                         "\n {number} | {shown}\n {pad} | {}{}",

@@ -411,7 +411,8 @@ impl ShellWord<'_> {
                 } else {
                     self.process_double_quote()?
                 };
-                self.budget.charge(value.len())?;
+                // Not charged: quoted text is the input itself, and the values inside double
+                // quotes were charged as they were copied in.
                 result.push_str(&value);
                 words.add_raw_string(&value);
                 continue;
@@ -1193,7 +1194,9 @@ mod tests {
     fn replace_all_with_empty_matches_inserts_between_characters() {
         let env: Vec<(String, String)> = vec![("V".into(), "abc".into())];
         let lx = Lexer::new('\\');
-        // Go: regexp(".*?")... here the star is greedy, so `*` eats the whole value once.
+        // Stars in replacements are greedy: `*` takes the whole value once, and the empty match
+        // at the end, right after it, is not replaced again. An empty pattern matches between
+        // every two characters.
         assert_eq!(lx.expand_word("${V//*/-}", &env).unwrap(), "-");
         assert_eq!(lx.expand_word("${V///-}", &env).unwrap(), "-a-b-c-");
         assert_eq!(lx.expand_word("${V//b*/-}", &env).unwrap(), "a-");
@@ -1337,6 +1340,21 @@ mod tests {
         let two = "${V///${V///x}}";
         // The inner one gives 65 x around 64 v (129 characters); the outer puts that around each v.
         assert_eq!(lx.expand_word(two, &env).unwrap().len(), 65 * 129 + 64);
+    }
+
+    #[test]
+    fn large_text_and_values_stay_within_the_work_limit() {
+        // Plain and quoted text is never charged; a value is charged per copy.
+        let big = "x".repeat(3 << 20);
+        let env: Vec<(String, String)> = vec![("V".into(), "v".repeat(4 << 20))];
+        let lx = Lexer::new('\\');
+        let quoted = format!("\"{big}\" '{big}' {big}");
+        assert_eq!(
+            lx.expand_word(&quoted, &env).unwrap().len(),
+            3 * big.len() + 2
+        );
+        assert_eq!(lx.expand_word("$V${V}", &env).unwrap().len(), 8 << 20);
+        assert_eq!(lx.expand_word("${V%v}", &env).unwrap().len(), (4 << 20) - 1);
     }
 
     #[test]

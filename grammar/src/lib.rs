@@ -8,11 +8,11 @@ pub mod ast;
 pub mod directives;
 pub mod dump;
 pub mod error;
-mod parser;
-pub mod suggest;
-pub mod instructions;
-pub mod plan;
 pub mod expand;
+pub mod instructions;
+mod parser;
+pub mod plan;
+pub mod suggest;
 
 pub use error::{Error, ErrorKind, Result};
 pub use parser::parse;

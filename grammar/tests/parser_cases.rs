@@ -334,3 +334,83 @@ fn error_kinds() {
     assert_eq!(kind("FROM x\nONBUILD FROM y\n"), ErrorKind::Instruction);
     assert_eq!(kind("FROM x\nRUN <<EOF\n"), ErrorKind::Syntax);
 }
+
+/// BuildKit's own heredoc test (`parser_heredoc_test.go`), with kiln's AST: `<<-` bodies come
+/// with their leading tabs already stripped.
+#[test]
+fn heredocs_as_buildkit_reads_them() {
+    let file = parse_case("heredoc-buildkit");
+    let found: Vec<Vec<Heredoc>> = file.nodes[1..]
+        .iter()
+        .map(|node| node.heredocs.clone())
+        .collect();
+    let expected = vec![
+        vec![],
+        vec![],
+        vec![heredoc("EMPTY", "", true, false, None)],
+        vec![heredoc("EMPTY2", "", true, false, Some(3))],
+        vec![],
+        vec![heredoc("INDENT", "\tfoo\n\tbar\n", true, false, None)],
+        vec![heredoc("UNINDENT", "baz\nquux\n", true, true, None)],
+        vec![heredoc("UNINDENT2", "baz\nquux\n", true, true, None)],
+        vec![heredoc("EXPAND", "expand $NAME\n", true, true, None)],
+        vec![heredoc(
+            "NOEXPAND",
+            "don't expand $NAME\n",
+            false,
+            true,
+            None,
+        )],
+        vec![heredoc(
+            "COPY",
+            "echo hello world\necho foo bar\n",
+            true,
+            false,
+            None,
+        )],
+        vec![heredoc(
+            "COMMENT",
+            "# internal comment\necho hello world\necho foo bar # trailing comment\n",
+            true,
+            false,
+            None,
+        )],
+        vec![heredoc("MOUNT", "echo hello\n", true, false, None)],
+        vec![
+            heredoc("FILE1", "content 1\n", true, false, None),
+            heredoc("FILE2", "content 2\n", true, false, None),
+        ],
+        vec![
+            heredoc("X", "Y\n", true, false, None),
+            heredoc("Y", "X\n", true, false, None),
+        ],
+        vec![],
+        vec![],
+        vec![],
+    ];
+    assert_eq!(found, expected);
+}
+
+/// BuildKit's `TestParseWarnsOnEmptyContinutationLine`: blank lines inside a continuation warn,
+/// comment lines inside one do not.
+#[test]
+fn empty_continuation_warnings_as_buildkit() {
+    let source = "\nFROM alpine:3.6\n\nRUN something \\\n\n    following \\\n\n    more\n\nRUN another \\\n\n    thing\nRUN non-indented \\\n# this is a comment\n   after-comment\n\nRUN indented \\\n    # this is an indented comment\n    comment\n\t";
+    let file = parse(source).expect("parses");
+    assert_eq!(
+        dump(&file),
+        "(from \"alpine:3.6\")\n(run \"something     following     more\")\n(run \"another     thing\")\n(run \"non-indented    after-comment\")\n(run \"indented     comment\")\n"
+    );
+    let lines: Vec<usize> = file.warnings.iter().map(|w| w.span.start_line).collect();
+    assert_eq!(lines, [5, 11]);
+    assert!(file.warnings[0].message.contains("empty continuation line"));
+    assert_eq!(
+        spans(&file.nodes)[1..],
+        [
+            span(4, 1, 8, 8),
+            span(10, 1, 12, 9),
+            span(13, 1, 15, 16),
+            span(17, 1, 19, 11)
+        ]
+    );
+}

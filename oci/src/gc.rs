@@ -334,7 +334,7 @@ mod tests {
             compression: Compression::Gzip(1),
             threads: 1,
         };
-        import_rootfs(store, &mut &tar_of(content)[..], "t", &tags, options).unwrap()
+        import_rootfs(store, &mut &tar_of(content)[..], "t", &tags, options, None).unwrap()
     }
 
     struct FakeCache {
@@ -402,6 +402,24 @@ mod tests {
         assert!(!store.has_blob(&dropped.id));
         assert_eq!(cache.calls, vec![(false, 0)]);
         assert!(fsck(&store, false).unwrap().is_clean());
+    }
+
+    #[test]
+    fn retained_blobs_survive_another_process_pruning() {
+        let dir = tempfile::tempdir().unwrap();
+        let (loose, _) = {
+            let writer = Store::open(dir.path()).unwrap();
+            writer.put_blob(b"a layer only the cache knows").unwrap()
+        };
+        let builder = Store::open(dir.path()).unwrap();
+        assert!(builder.retain_blob(&loose).unwrap());
+        let collector = Store::open(dir.path()).unwrap();
+        prune(&collector, PruneOptions::default(), &mut []).unwrap();
+        assert!(collector.has_blob(&loose));
+        drop(builder);
+        prune(&collector, PruneOptions::default(), &mut []).unwrap();
+        assert!(!collector.has_blob(&loose));
+        assert!(!collector.retain_blob(&loose).unwrap());
     }
 
     #[test]

@@ -101,8 +101,15 @@ impl Image {
     }
 
     pub fn descriptor(&self) -> Result<Descriptor> {
+        // Keep the manifest's own media type: a Docker v2 manifest loaded from an archive must
+        // not be described as an OCI one.
+        let media_type = self
+            .manifest
+            .media_type()
+            .clone()
+            .unwrap_or(MediaType::ImageManifest);
         Ok(Descriptor::new(
-            MediaType::ImageManifest,
+            media_type,
             self.manifest_size,
             self.manifest_digest.to_oci()?,
         ))
@@ -274,8 +281,10 @@ impl Store {
         let config: ImageConfig =
             serde_json::from_slice(config_bytes).map_err(|e| Error::json("image config", e))?;
         for layer in &layers {
+            // Layers may come from elsewhere (the build cache, another image): pin them so a
+            // concurrent prune cannot remove them before the new manifest refers to them.
             let digest = Digest::from_oci(layer.digest())?;
-            if !self.has_blob(&digest) {
+            if !self.retain_blob(&digest)? {
                 return Err(Error::BlobNotFound(digest));
             }
         }
@@ -476,6 +485,35 @@ impl Store {
         Ok(out)
     }
 
+    /// The layers of the images in index.json by diff-id, so content that arrives again (a
+    /// `load` of an image we already have) can reuse the blob instead of being recompressed.
+    pub fn layers_by_diff_id(&self) -> Result<HashMap<Digest, Descriptor>> {
+        let index = self.read_index()?;
+        let mut seen = BTreeSet::new();
+        let mut out = HashMap::new();
+        for desc in index.manifests() {
+            if !seen.insert(desc.digest().to_string()) {
+                continue;
+            }
+            // A damaged image just contributes nothing; fsck is where it gets reported.
+            let Ok(image) = self.read_image(desc) else {
+                continue;
+            };
+            let (Ok(diff_ids), Ok(layers)) = (image.diff_ids(), image.layers()) else {
+                continue;
+            };
+            for (diff_id, (layer, desc)) in diff_ids
+                .into_iter()
+                .zip(layers.iter().zip(image.manifest.layers()))
+            {
+                if self.has_blob(&layer.digest) {
+                    out.entry(diff_id).or_insert_with(|| desc.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Adds the tag `target` to the image `source` (a name or id).
     pub fn tag_image(&self, source: &str, target: &Reference) -> Result<Image> {
         let image = self.find_image(source)?;
@@ -536,7 +574,13 @@ impl Store {
                 index
                     .manifests_mut()
                     .retain(|d| d.digest().to_string() != digest);
-                report.push(format!("Deleted: {digest}"));
+                // Docker reports the image id; a manifest we cannot read is named by its digest.
+                let id = self
+                    .read_manifest(&desc)
+                    .ok()
+                    .and_then(|(_, _, m)| Digest::from_oci(m.config().digest()).ok())
+                    .map_or(digest.clone(), |id| id.to_string());
+                report.push(format!("Deleted: {id}"));
             }
             Ok(report)
         })
@@ -593,24 +637,38 @@ pub fn creation_time() -> String {
 }
 
 /// `kiln import`: a root filesystem tar (plain, gzip or zstd) becomes a one-layer image, as
-/// `docker import` makes one. `source` is what the history records (`-` for stdin).
+/// `docker import` makes one. The history records `message`, or else where the tar came from
+/// (`source`, `-` for stdin).
 pub fn import_rootfs(
     store: &Store,
     input: &mut dyn Read,
     source: &str,
     tags: &[Reference],
     options: LayerOptions,
+    message: Option<&str>,
 ) -> Result<Image> {
     let mut stream = crate::layer::decompress(input)?;
     let mut writer = LayerWriter::new(store, options)?;
     copy_checked(&mut stream, &mut writer, source)?;
     let layer = writer.finish()?;
+    import_layer(store, layer, source, tags, message)
+}
+
+/// Write a single-layer image of `layer` (already in the store) for `host`'s platform, as
+/// `docker import` does: one history entry naming the source, no other config.
+pub fn import_layer(
+    store: &Store,
+    layer: Layer,
+    source: &str,
+    tags: &[Reference],
+    message: Option<&str>,
+) -> Result<Image> {
     let created = creation_time();
     let mut config = ImageConfig::for_host();
     config.created = Some(created.clone());
     config.history = vec![History {
         created: Some(created),
-        comment: Some(format!("Imported from {source}")),
+        comment: Some(message.map_or_else(|| format!("Imported from {source}"), str::to_string)),
         ..History::default()
     }];
     store.write_image(&config, &[layer], tags)
@@ -710,7 +768,7 @@ mod tests {
     fn import(store: &Store, content: &[u8], tag: &str) -> Image {
         let tar = small_tar(content);
         let tags = [Reference::parse(tag).unwrap()];
-        import_rootfs(store, &mut &tar[..], "test", &tags, options()).unwrap()
+        import_rootfs(store, &mut &tar[..], "test", &tags, options(), None).unwrap()
     }
 
     #[test]
@@ -730,7 +788,9 @@ mod tests {
             env: Some(vec!["A=1".into()]),
             ..Default::default()
         });
-        let a = store.write_image(&config, std::slice::from_ref(&layer), &[]).unwrap();
+        let a = store
+            .write_image(&config, std::slice::from_ref(&layer), &[])
+            .unwrap();
         let b = store.write_image(&config, &[layer], &[]).unwrap();
         assert_eq!(a.id, b.id);
         assert_eq!(a.manifest_digest, b.manifest_digest);
@@ -787,7 +847,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let junk = vec![b'x'; 4096];
-        let err = import_rootfs(&store, &mut &junk[..], "junk", &[], options()).unwrap_err();
+        let err = import_rootfs(&store, &mut &junk[..], "junk", &[], options(), None).unwrap_err();
         assert!(err.to_string().contains("not a tar archive"), "{err}");
         assert!(store.list_blobs().unwrap().is_empty());
     }
@@ -800,7 +860,16 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&tar).unwrap();
         let gz = gz.finish().unwrap();
-        let image = import_rootfs(&store, &mut &gz[..], "x.tar.gz", &[], options()).unwrap();
+        let image = import_rootfs(
+            &store,
+            &mut &gz[..],
+            "x.tar.gz",
+            &[],
+            options(),
+            Some("from gz"),
+        )
+        .unwrap();
         assert_eq!(image.diff_ids().unwrap(), vec![Digest::of(&tar)]);
+        assert_eq!(image.config.history[0].comment.as_deref(), Some("from gz"));
     }
 }

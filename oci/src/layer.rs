@@ -200,6 +200,16 @@ impl<'s> LayerWriter<'s> {
         let Some(encoder) = self.encoder.take() else {
             return Err(Error::Compression("layer writer already finished".into()));
         };
+        let diff = std::mem::take(&mut self.diff);
+        let result = self.seal(encoder, diff);
+        if result.is_err() {
+            // The encoder is gone, so Drop will not clean up: do it here.
+            let _ = fs::remove_file(&self.path);
+        }
+        result
+    }
+
+    fn seal(&self, encoder: Encoder, diff: Hasher) -> Result<Layer> {
         let sink = encoder.finish()?;
         let file = sink
             .file
@@ -208,12 +218,8 @@ impl<'s> LayerWriter<'s> {
         file.sync_all().at(&self.path)?;
         drop(file);
         let (digest, size) = sink.hasher.finish();
-        let (diff_id, _) = std::mem::take(&mut self.diff).finish();
-        let committed = self.store.commit_file(&self.path, &digest);
-        if committed.is_err() {
-            let _ = fs::remove_file(&self.path);
-        }
-        committed?;
+        let (diff_id, _) = diff.finish();
+        self.store.commit_file(&self.path, &digest)?;
         Ok(Layer {
             digest,
             diff_id,
@@ -342,8 +348,10 @@ pub fn detect(head: &[u8]) -> Detected {
     }
 }
 
-/// Opens a layer blob of the store, decompressed. Its digest is checked when the stream is
-/// read to the end.
+/// Opens a layer blob of the store, decompressed. The blob's digest is checked when the
+/// compressed stream reaches its end, and the read that hits a mismatch fails with
+/// `InvalidData`. A tar reader stops at the end-of-archive marker, before that point: after
+/// extracting, drain the rest (`io::copy(&mut layer, &mut io::sink())`) to have it checked.
 pub fn open_layer_blob(store: &Store, digest: &Digest) -> Result<Box<dyn Read + Send>> {
     open_layer(store.open_blob(digest, None)?)
 }
@@ -460,6 +468,15 @@ mod tests {
             .filter(|n| n != "pins")
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn writers_cross_threads() {
+        fn send<T: Send>() {}
+        fn sync<T: Sync>() {}
+        sync::<Store>();
+        send::<LayerWriter<'static>>();
+        send::<Box<dyn Read + Send>>();
     }
 
     #[test]

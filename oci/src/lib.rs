@@ -1,5 +1,23 @@
 //! `kiln-oci`: the content store (an OCI image layout), image types with canonical JSON, the layer
 //! writer, archives and the registry client. Knows nothing of Dockerfiles or namespaces.
+//!
+//! ```
+//! use kiln_oci::{ImageConfig, LayerOptions, LayerWriter, Reference, Store};
+//! use std::io::Write;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path())?;
+//! // A layer is written as an uncompressed tar; it is compressed, hashed and committed.
+//! let mut layer = LayerWriter::new(&store, LayerOptions::default())?;
+//! layer.write_all(&[0u8; 1024])?; // an empty tar: two zero blocks
+//! let layer = layer.finish()?;
+//! let tag = Reference::parse("app:1")?;
+//! let image = store.write_image(&ImageConfig::for_host(), &[layer], &[tag])?;
+//! assert_eq!(store.find_image("app:1")?.id, image.id);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod archive;
 pub mod canonical;

@@ -7,8 +7,9 @@
 //! * `lock` is taken *shared* around each blob commit and *exclusive* around every
 //!   read-modify-write of `index.json` and around garbage collection, so a collector never runs
 //!   between a blob being committed and being recorded, and two index updates never interleave.
-//! * A blob that has been committed but is not yet referenced from `index.json` is *pinned*: its
-//!   digest goes into the process's pin file before the rename. The collector treats the pins of
+//! * A blob that has been committed, or reused (`retain_blob`), but is not yet referenced from
+//!   `index.json` is *pinned*: its digest goes into the process's pin file (before the rename,
+//!   for a commit). The collector treats the pins of
 //!   live processes as roots, so it cannot delete a layer a running build is about to reference.
 //! * Liveness is an exclusive `flock` on `tmp/<proc>.lock`, which the kernel drops when the
 //!   process dies (even by SIGKILL); `open` sweeps the tmp directories of dead processes only.
@@ -86,7 +87,7 @@ impl Store {
             .write(true)
             .open(&lock_path)
             .at(&lock_path)?;
-        let proc_tmp = ProcessTmp::create(&root.join("tmp"))?;
+        let proc_tmp = ProcessTmp::create_retrying(&root.join("tmp"))?;
         let store = Store {
             root,
             blobs,
@@ -168,9 +169,7 @@ impl Store {
             let path = entry.path();
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if path == self.proc_tmp.dir
-                || path.with_extension("lock") == self.proc_tmp.dir.with_extension("lock")
-            {
+            if path == self.proc_tmp.dir || path == self.proc_tmp.dir.with_extension("lock") {
                 continue;
             }
             if let Some(stem) = name.strip_suffix(".lock") {
@@ -227,6 +226,19 @@ impl Store {
         let dest = self.blob_path(digest);
         fs::rename(tmp, &dest).at(&dest)?;
         sync_dir(&self.blobs)
+    }
+
+    /// Claims a blob that is already in the store for something this process is about to
+    /// reference (a reused layer): pins it, so a collector running from now on keeps it.
+    /// `Ok(false)` if the blob is not there (any more).
+    pub fn retain_blob(&self, digest: &Digest) -> Result<bool> {
+        // Under the shared lock no collection is running, so "exists" stays true once pinned.
+        let _shared = self.lock_shared()?;
+        if !self.has_blob(digest) {
+            return Ok(false);
+        }
+        self.pin(digest)?;
+        Ok(true)
     }
 
     /// Records `digest` in this process's pin file so a concurrent collector keeps it.
@@ -401,6 +413,19 @@ impl Drop for Store {
 }
 
 impl ProcessTmp {
+    /// Another process's sweep can unlink our lock file between its creation and our `flock`
+    /// (to the sweeper it looks like a dead process's); `create` notices, and a fresh name on
+    /// the next attempt gets past it. Errors that persist are reported after a few attempts.
+    fn create_retrying(tmp: &Path) -> Result<ProcessTmp> {
+        let mut attempt = 0;
+        loop {
+            match ProcessTmp::create(tmp) {
+                Err(Error::Io { .. }) if attempt < 5 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
     fn create(tmp: &Path) -> Result<ProcessTmp> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -417,6 +442,7 @@ impl ProcessTmp {
         let held = lock.metadata().at(&lock_path)?;
         let on_disk = fs::metadata(&lock_path).at(&lock_path)?;
         if !same_file(&held, &on_disk) {
+            // Someone else's file now has our name: leave it alone.
             return Err(Error::io(
                 &lock_path,
                 io::Error::other("tmp lock was removed while it was being taken; retry"),
@@ -491,26 +517,37 @@ impl BlobWriter<'_> {
                 io::Error::other("blob already committed"),
             ));
         };
+        let hasher = std::mem::take(&mut self.hasher);
+        let result = self.seal(file, hasher, expected);
+        if result.is_err() {
+            // The file handle is gone, so Drop will not clean up: do it here.
+            let _ = fs::remove_file(&self.path);
+        }
+        result
+    }
+
+    fn seal(
+        &self,
+        file: BufWriter<File>,
+        hasher: Hasher,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64)> {
         let file = file
             .into_inner()
             .map_err(|e| Error::io(&self.path, e.into_error()))?;
         file.sync_all().at(&self.path)?;
         drop(file);
-        let (digest, size) = std::mem::take(&mut self.hasher).finish();
+        let (digest, size) = hasher.finish();
         if let Some(expected) = expected
             && *expected != digest
         {
-            let _ = fs::remove_file(&self.path);
             return Err(Error::DigestMismatch {
                 expected: expected.clone(),
                 actual: digest,
             });
         }
-        let result = self.store.commit_file(&self.path, &digest);
-        if result.is_err() {
-            let _ = fs::remove_file(&self.path);
-        }
-        result.map(|()| (digest, size))
+        self.store.commit_file(&self.path, &digest)?;
+        Ok((digest, size))
     }
 }
 

@@ -3,7 +3,7 @@
 //! builds the filesystem, switches user, drops privileges, installs seccomp and execs — or, with
 //! `Spec::init`, forks the command and stays as its reaping init.
 
-use nix::unistd::{ForkResult, fork, read, sethostname};
+use nix::unistd::{ForkResult, fork, read, sethostname, setsid};
 use std::convert::Infallible;
 use std::fs::File;
 use std::os::fd::{BorrowedFd, FromRawFd, RawFd};
@@ -29,19 +29,15 @@ pub(crate) struct Context<'a> {
     pub rootless: bool,
     pub allows_setgroups: bool,
     pub filters: &'a Filters,
-    /// The helper's own descriptors, closed first thing: the sandbox must not hold them.
-    pub close: Vec<RawFd>,
 }
 
 /// The entry point after `clone`; never returns.
 pub(crate) fn main(ctx: &Context<'_>) -> ! {
-    for fd in &ctx.close {
-        // SAFETY: these are the helper's descriptors, duplicated into this process by clone;
-        // nothing here uses them.
-        unsafe {
-            libc::close(*fd);
-        }
-    }
+    // The helper's own descriptors (report pipe, signalfd, terminal master, …) and anything
+    // leaked to it must not be held by the sandbox.
+    let mut keep = vec![ctx.sync, ctx.messages];
+    keep.extend(ctx.tty_slave);
+    crate::fds::close_all_except(&keep);
     // SAFETY: the message pipe's write end was duplicated into this process by clone and is
     // owned by nothing else here.
     let mut messages = unsafe { File::from_raw_fd(ctx.messages) };
@@ -65,6 +61,10 @@ fn die_with_helper() -> Result<()> {
 
 fn run(ctx: &Context<'_>, messages: &mut File) -> Result<Infallible> {
     die_with_helper()?;
+    // A session of its own, as runc gives every container: a Ctrl-C typed at the caller's
+    // terminal then reaches the helper alone, which forwards it exactly once, and reading a
+    // terminal on stdin is no background-job read that would stop the process.
+    setsid().step(|| "starting a session".into())?;
     wait_for_go(ctx.sync)?;
     let spec = ctx.spec;
     sethostname(&spec.hostname).step(|| format!("setting the hostname {:?}", spec.hostname))?;
@@ -100,6 +100,9 @@ fn run(ctx: &Context<'_>, messages: &mut File) -> Result<Infallible> {
         ForkResult::Parent { child } => {
             // Shows as `init` in the sandbox's process list rather than the helper's name.
             let _ = nix::sys::prctl::set_name(c"init");
+            // The init holds the pipe to the helper: the command, running as the same user with
+            // the same capabilities, must not be able to ptrace it and speak in its name.
+            nix::sys::prctl::set_dumpable(false).step(|| "prctl(PR_SET_DUMPABLE)".into())?;
             init::run(child, signals, messages)
         }
     }

@@ -49,6 +49,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Any other failure the helper reported (its message says what and where).
+    #[error("{0}")]
+    Helper(String),
+
     /// The helper process ended without reporting how the run went.
     #[error("the sandbox helper died unexpectedly ({0})")]
     HelperDied(String),

@@ -36,6 +36,8 @@ const STACK_SIZE: usize = 8 << 20;
 
 /// Runs the helper and returns its exit status (the outcome itself goes to the report fd).
 pub(crate) fn main() -> i32 {
+    // Descriptors the caller's parents leaked (not close-on-exec) have no business here.
+    crate::fds::close_all_except(&[SPEC_FD, REPORT_FD]);
     // SAFETY: the caller started this process with the report pipe on fd 4; nothing else in
     // this process owns it. A missing fd is caught by F_SETFD below.
     let report = unsafe { OwnedFd::from_raw_fd(REPORT_FD) };
@@ -139,22 +141,13 @@ fn monitor(report: BorrowedFd<'_>) -> Result<Outcome> {
     let sigfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .step(|| "creating a signalfd".into())?;
 
-    let (_etc_dir, etc) = write_etc_files(&spec)?;
+    let (etc_dir, etc) = write_etc_files(&spec)?;
     let filters = Filters::compile()?;
     let cgroup = Cgroup::create(&spec.limits, &format!("kiln-{}", getpid()))?;
     let pty = if spec.tty { Some(Pty::open()?) } else { None };
     let (sync_r, sync_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
     let (msg_r, msg_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
 
-    let mut close = vec![
-        report.as_raw_fd(),
-        sigfd.as_fd().as_raw_fd(),
-        sync_w.as_raw_fd(),
-        msg_r.as_raw_fd(),
-    ];
-    if let Some(p) = &pty {
-        close.push(p.master.as_raw_fd());
-    }
     let ctx = Context {
         spec: &spec,
         etc: &etc,
@@ -165,7 +158,6 @@ fn monitor(report: BorrowedFd<'_>) -> Result<Outcome> {
         rootless,
         allows_setgroups: mapping.as_ref().is_none_or(IdMapping::allows_setgroups),
         filters: &filters,
-        close,
     };
     let mut stack = vec![0u8; STACK_SIZE];
     let flags = namespaces::clone_flags(&spec, rootless);
@@ -201,6 +193,7 @@ fn monitor(report: BorrowedFd<'_>) -> Result<Outcome> {
     let mut run = Running {
         pid,
         spec: &spec,
+        etc_dir: Some(etc_dir),
         sigfd,
         messages: Some(File::from(msg_r)),
         pending: Vec::new(),
@@ -223,7 +216,7 @@ fn monitor(report: BorrowedFd<'_>) -> Result<Outcome> {
     }
     let status = match (run.init_status, run.status) {
         (Some(s), _) | (None, Some(s)) => s,
-        (None, None) => return Err(Error::HelperDied("lost track of the sandbox".into())),
+        (None, None) => return Err(Error::Helper("lost track of the sandbox process".into())),
     };
     let oom_killed = cgroup.as_ref().is_some_and(Cgroup::oom_killed);
     Ok(Outcome {
@@ -247,6 +240,9 @@ fn clone_error(e: nix::Error, rootless: bool) -> Error {
 struct Running<'a> {
     pid: Pid,
     spec: &'a Spec,
+    /// The generated `/etc` files, removed as soon as the sandbox has bound them (the mounts
+    /// keep them alive), so not even a killed helper leaves them behind.
+    etc_dir: Option<tempfile::TempDir>,
     sigfd: SignalFd,
     messages: Option<File>,
     pending: Vec<u8>,
@@ -349,7 +345,7 @@ impl Running<'_> {
                 Signal::SIGCHLD => self.reap(),
                 Signal::SIGWINCH => {
                     if let Some(m) = &self.master {
-                        tty::copy_window_size(tty::stdin_fd(), m.as_fd());
+                        tty::follow_window_size(m.as_fd());
                     }
                 }
                 _ => {
@@ -407,7 +403,15 @@ impl Running<'_> {
         while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=end).collect();
             match serde_json::from_slice::<ChildMessage>(&line) {
-                Ok(ChildMessage::Created(paths)) => self.created.extend(paths),
+                // Only absolute, `..`-free paths are taken: the caller deletes them from the
+                // rootfs, so nothing that names a place outside it may come through.
+                Ok(ChildMessage::Created(paths)) => {
+                    self.etc_dir = None;
+                    self.created.extend(paths.into_iter().filter(|p| {
+                        p.is_absolute()
+                            && p.components().all(|c| c != std::path::Component::ParentDir)
+                    }))
+                }
                 // The first failure is the cause; later ones are consequences.
                 Ok(ChildMessage::Failed(f)) => {
                     self.failure.get_or_insert(f);

@@ -65,26 +65,12 @@ pub(crate) struct EtcFiles {
 /// components are kept as they are (the caller may create them).
 pub(crate) fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
     let mut resolved = PathBuf::from("/");
-    let mut pending: VecDeque<Component<'_>> = path.components().collect();
-    // Link targets are owned strings; keep them alive while their components are pending.
-    let mut owned: VecDeque<OsString> = VecDeque::new();
+    let mut pending: VecDeque<OsString> = names(path).collect();
     let mut links = 0;
-    loop {
-        let next = match owned.pop_front() {
-            Some(name) => Some(name),
-            None => match pending.pop_front() {
-                Some(Component::Normal(n)) => Some(n.to_os_string()),
-                Some(Component::ParentDir) => Some(OsString::from("..")),
-                Some(_) => continue,
-                None => None,
-            },
-        };
-        let Some(name) = next else { break };
+    while let Some(name) = pending.pop_front() {
         if name == ".." {
+            // At the root this stays at the root, as `/..` does.
             resolved.pop();
-            continue;
-        }
-        if name == "." || name.is_empty() {
             continue;
         }
         let candidate = resolved.join(&name);
@@ -102,21 +88,24 @@ pub(crate) fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
                 if target.is_absolute() {
                     resolved = PathBuf::from("/");
                 }
-                let mut expanded: VecDeque<OsString> = target
-                    .components()
-                    .filter_map(|c| match c {
-                        Component::Normal(n) => Some(n.to_os_string()),
-                        Component::ParentDir => Some(OsString::from("..")),
-                        _ => None,
-                    })
-                    .collect();
-                expanded.extend(owned.drain(..));
-                owned = expanded;
+                // The link's own components come before what was left of the path.
+                let rest = std::mem::take(&mut pending);
+                pending = names(&target).chain(rest).collect();
             }
             _ => resolved = candidate,
         }
     }
     Ok(resolved)
+}
+
+/// The components of a path that move through the tree: names and `..` (as the name "..",
+/// which no real entry can have).
+fn names(path: &Path) -> impl Iterator<Item = OsString> + '_ {
+    path.components().filter_map(|c| match c {
+        Component::Normal(n) => Some(n.to_os_string()),
+        Component::ParentDir => Some(OsString::from("..")),
+        _ => None,
+    })
 }
 
 /// The host path of an absolute container path.

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use crate::error::Error;
 use crate::user::UserError;
 
-/// argv[1] that turns the kiln binary into the sandbox helper.
+/// `argv[1]` that turns the kiln binary into the sandbox helper.
 pub const HELPER_ARG: &str = "__kiln-sandbox-init";
 /// The fd the helper reads the spec from.
 pub(crate) const SPEC_FD: i32 = 3;
@@ -140,7 +140,7 @@ impl From<Failure> for Error {
                 not_found,
             },
             Failure::Setup { step, reason } => Error::Setup { step, reason },
-            Failure::Other(m) => Error::HelperDied(m),
+            Failure::Other(m) => Error::Helper(m),
         }
     }
 }

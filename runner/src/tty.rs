@@ -5,7 +5,7 @@
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::pty::{Winsize, openpty};
 use nix::sys::termios::{SetArg, Termios, cfmakeraw, tcgetattr, tcsetattr};
-use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, isatty, setsid, ttyname};
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, getpid, getsid, isatty, setsid, ttyname};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
@@ -20,7 +20,7 @@ pub(crate) struct Pty {
 impl Pty {
     /// Opens a pty pair sized like the caller's terminal (when stdin is one).
     pub(crate) fn open() -> Result<Pty> {
-        let size = window_size(stdin_fd());
+        let size = caller_window_size();
         let pair = openpty(size.as_ref(), None).step(|| "opening a pseudo-terminal".into())?;
         for fd in [&pair.master, &pair.slave] {
             fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
@@ -38,12 +38,17 @@ impl Pty {
     }
 }
 
-/// Gives the terminal `to` the window size of the terminal `from` (when `from` is one).
-pub(crate) fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
-    if let Some(size) = window_size(from) {
+/// The size of the caller's terminal: stdin's, or stdout's when input is not connected.
+fn caller_window_size() -> Option<Winsize> {
+    window_size(stdin_fd()).or_else(|| window_size(stdout_fd()))
+}
+
+/// Gives the pty the caller's current window size (after SIGWINCH).
+pub(crate) fn follow_window_size(master: BorrowedFd<'_>) {
+    if let Some(size) = caller_window_size() {
         // SAFETY: TIOCSWINSZ reads a winsize that outlives the call.
         unsafe {
-            libc::ioctl(to.as_raw_fd(), libc::TIOCSWINSZ, &size);
+            libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size);
         }
     }
 }
@@ -53,6 +58,11 @@ pub(crate) fn stdin_fd() -> BorrowedFd<'static> {
     // SAFETY: fd 0 is never closed by the runner; at worst it is not open and calls on it fail
     // with EBADF, which every user handles.
     unsafe { BorrowedFd::borrow_raw(libc::STDIN_FILENO) }
+}
+
+fn stdout_fd() -> BorrowedFd<'static> {
+    // SAFETY: as for stdin: fd 1 is never closed by the runner.
+    unsafe { BorrowedFd::borrow_raw(libc::STDOUT_FILENO) }
 }
 
 fn window_size(fd: BorrowedFd<'_>) -> Option<Winsize> {
@@ -72,7 +82,11 @@ fn window_size(fd: BorrowedFd<'_>) -> Option<Winsize> {
 
 /// In the sandboxed process: a new session whose controlling terminal is the pty, on fds 0-2.
 pub(crate) fn attach(slave: BorrowedFd<'_>) -> Result<()> {
-    setsid().step(|| "starting a session".into())?;
+    // The sandbox's first process already leads a session; a command forked under an init
+    // starts its own, so the terminal becomes the controlling terminal of the command's session.
+    if getsid(None).step(|| "getsid".into())? != getpid() {
+        setsid().step(|| "starting a session".into())?;
+    }
     // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal another session's tty).
     if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
         return Err(crate::error::Error::setup(

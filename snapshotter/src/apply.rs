@@ -5,6 +5,7 @@
 //! crate's own `unpack` is not used: it stores hard links twice, unpacks devices as files and
 //! knows nothing of whiteouts.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -12,6 +13,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::rc::Rc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
@@ -81,13 +83,23 @@ pub fn apply_layer(reader: impl Read, root: &Path, opts: &ApplyOptions) -> Resul
         written: HashSet::new(),
         stats: ApplyStats::default(),
     };
-    let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().map_err(|e| Error::Tar {
+    let between = Rc::new(Cell::new(None));
+    let mut archive = tar::Archive::new(HeaderBudget {
+        inner: reader,
+        left: Rc::clone(&between),
+    });
+    let mut entries = archive.entries().map_err(|e| Error::Tar {
         at: None,
         source: e,
     })?;
     let mut last: Option<String> = None;
-    for entry in entries {
+    loop {
+        // Everything read while the tar reader looks for the next entry is headers, long
+        // names and PAX records, which it keeps in memory: cap them.
+        between.set(Some(MAX_HEADER_BYTES));
+        let next = entries.next();
+        between.set(None);
+        let Some(entry) = next else { break };
         let mut entry = entry.map_err(|e| Error::Tar {
             // A broken header is reported after the last good entry: that is where to look.
             at: last.as_ref().map(|l| format!("after {l}")),
@@ -99,6 +111,37 @@ pub fn apply_layer(reader: impl Read, root: &Path, opts: &ApplyOptions) -> Resul
     }
     applier.finish()?;
     Ok(applier.stats)
+}
+
+/// The most header data (headers, GNU long names, PAX records, data of non-file entries)
+/// between two entries. PAX records carry attributes of at most 64 KiB each; 16 MiB leaves
+/// room for hundreds of them while a hostile multi-gigabyte "long name" cannot exhaust memory.
+const MAX_HEADER_BYTES: u64 = 16 << 20;
+
+/// Counts what the tar reader reads between entries and fails once over budget.
+struct HeaderBudget<R> {
+    inner: R,
+    /// Bytes still allowed while between entries; None while an entry's data is read.
+    left: Rc<Cell<Option<u64>>>,
+}
+
+impl<R: Read> Read for HeaderBudget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(left) = self.left.get() {
+            let left = left.checked_sub(n as u64).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "more than {} MiB of headers, long names or PAX records before an entry",
+                        MAX_HEADER_BYTES >> 20
+                    ),
+                )
+            })?;
+            self.left.set(Some(left));
+        }
+        Ok(n)
+    }
 }
 
 /// Directory metadata applied after all entries: writing children changes a directory's mtime,
@@ -374,7 +417,17 @@ impl Applier {
                 Some(rustix::fs::Gid::from_raw(meta.gid)),
                 AtFlags::SYMLINK_NOFOLLOW,
             )
-            .map_err(|e| self.fs_err(name, "setting owner", e.into()))?;
+            .map_err(|e| match e {
+                Errno::INVAL => Error::entry(
+                    name,
+                    format!(
+                        "owner {}:{} is not mapped in this user namespace; give the user a \
+                         subordinate id range (/etc/subuid, /etc/subgid) large enough for the image",
+                        meta.uid, meta.gid
+                    ),
+                ),
+                e => self.fs_err(name, "setting owner", e.into()),
+            })?;
         }
         let path = paths::fd_path(t.dir.as_fd(), &t.name);
         for (k, v) in &meta.xattrs {

@@ -22,6 +22,7 @@ use rustix::fs::{FileType, OFlags};
 
 use crate::error::{Error, Result};
 use crate::paths::RelPath;
+use crate::sparse::read_full;
 use crate::tarwrite::{EntryHeader, Kind, TarWriter};
 use crate::xattr;
 
@@ -591,19 +592,6 @@ fn same_content(a: &Path, b: &Path) -> Result<bool> {
             return Ok(true);
         }
     }
-}
-
-fn read_full(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 fn lstat(p: &Path) -> Result<Metadata> {

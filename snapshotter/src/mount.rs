@@ -68,7 +68,7 @@ pub struct OverlayMount {
 /// The system calls a snapshot needs.
 pub trait Mounter: Send + Sync {
     /// Mounts `m` on `m.target`. `scratch` is an empty directory the mounter may use for
-    /// helper files (short symlinks) that must outlive the mount call but not the mount.
+    /// auxiliary files (short symlinks) that must outlive the mount call but not the mount.
     fn mount_overlay(&self, m: &OverlayMount, scratch: &Path) -> Result<()>;
     /// Unmounts `target`.
     fn unmount(&self, target: &Path) -> Result<()>;

@@ -199,18 +199,25 @@ pub(crate) fn clear_dir(
     Ok(())
 }
 
-/// Opens a child directory for listing without following a symlink in its place. A directory
-/// kiln may not read (a rootless build applying a mode-0 directory) is made owner-accessible
-/// first: everything below it is about to be removed anyway.
+/// Opens a child directory for emptying without following a symlink in its place. Without
+/// root, a directory kiln may not read or write (a rootless store holding an image's mode-0555
+/// directory) is made owner-accessible first: everything below it is about to be removed.
 fn open_subdir_for_listing(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+    let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
         Err(Errno::ACCESS) => {
             rustix::fs::chmodat(dir, name, Mode::from_raw_mode(0o700), AtFlags::empty())?;
-            Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
+            rustix::fs::openat(dir, name, flags, Mode::empty())?
         }
-        r => Ok(r?),
+        r => r?,
+    };
+    if !crate::privilege::is_root() {
+        let mode = rustix::fs::fstat(&fd)?.st_mode;
+        if mode & 0o700 != 0o700 {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode((mode & 0o7777) | 0o700))?;
+        }
     }
+    Ok(fd)
 }
 
 /// The names in a readable directory, without `.` and `..`, sorted.

@@ -406,3 +406,19 @@ fn reader_errors_do_not_panic() {
     assert!(e.to_string().contains("disk on fire"), "{e}");
     let _: &Path = &h.root;
 }
+
+#[test]
+fn gigantic_long_name_is_refused_without_exhausting_memory() {
+    let h = Host::new();
+    let size: u64 = 1 << 30;
+    let mut t = RawTar::default();
+    t.header(&Raw {
+        size,
+        ..Raw::new(b"././@LongLink", b'L')
+    });
+    let stream = std::io::Cursor::new(t.buf).chain(std::io::repeat(b'a').take(size + 4096));
+    let start = Instant::now();
+    let err = apply_layer(stream, &h.root, &ApplyOptions::new(WhiteoutMode::Delete)).unwrap_err();
+    assert!(err.to_string().contains("MiB of headers"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(20));
+}

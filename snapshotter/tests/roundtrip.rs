@@ -6,30 +6,10 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
-use common::{fingerprint, is_root, prerequisite, set_xattr};
+use common::{entry_names, fingerprint, is_root, prerequisite, set_mtime, set_xattr, walk_paths};
 use kiln_snapshotter::{
     ApplyOptions, DiffOptions, WhiteoutMode, XattrNamespace, apply_layer, diff_trees, write_tree,
 };
-
-fn set_mtime(p: &Path, secs: i64) {
-    let t = rustix::fs::Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: secs,
-            tv_nsec: 0,
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: secs,
-            tv_nsec: 0,
-        },
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        p,
-        &t,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
-}
 
 /// A tree with every node type a layer can carry. Owners, devices and `trusted.*` attributes
 /// only as root.
@@ -107,18 +87,6 @@ fn build_tree(root: &Path) {
     // One mtime before 1970 and one far in the future, both beyond what USTAR holds plainly.
     set_mtime(&root.join("empty"), -86_400);
     set_mtime(&root.join("big"), 9_000_000_000);
-}
-
-fn walk_paths(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if fs::symlink_metadata(&p).unwrap().is_dir() {
-            out.extend(walk_paths(&p));
-        }
-        out.push(p);
-    }
-    out
 }
 
 fn tar_of(dir: &Path, opts: &DiffOptions) -> Vec<u8> {
@@ -326,11 +294,7 @@ fn whiteouts_in_both_modes() {
     // And back: the overlay layer diffs to the same whiteouts.
     let mut out = Vec::new();
     kiln_snapshotter::diff_upper(&layer, &mut out, &DiffOptions::default()).unwrap();
-    let names: Vec<String> = tar::Archive::new(&out[..])
-        .entries()
-        .unwrap()
-        .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
-        .collect();
+    let names: Vec<String> = entry_names(&out);
     assert_eq!(
         names,
         [
@@ -383,11 +347,7 @@ fn diff_trees_finds_changes_and_deletions() {
     fs::remove_dir_all(upper.join("d".repeat(120))).unwrap();
     let mut out = Vec::new();
     diff_trees(&lower, &upper, &mut out, &DiffOptions::default()).unwrap();
-    let names: Vec<String> = tar::Archive::new(&out[..])
-        .entries()
-        .unwrap()
-        .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
-        .collect();
+    let names: Vec<String> = entry_names(&out);
     assert_eq!(
         names,
         [
@@ -552,10 +512,6 @@ fn xattr_whiteouts_in_an_upper_dir_become_whiteouts() {
     fs::write(tmp.path().join("kept"), b"").unwrap();
     let mut out = Vec::new();
     kiln_snapshotter::diff_upper(tmp.path(), &mut out, &DiffOptions::default()).unwrap();
-    let names: Vec<String> = tar::Archive::new(&out[..])
-        .entries()
-        .unwrap()
-        .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
-        .collect();
+    let names: Vec<String> = entry_names(&out);
     assert_eq!(names, [".wh.gone", "kept"]);
 }

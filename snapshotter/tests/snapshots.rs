@@ -5,19 +5,14 @@ mod common;
 
 use std::fs;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use common::{fingerprint, prerequisite};
+use common::{diff_id, entry_names, fingerprint, prerequisite, set_mtime, walk_paths};
 use kiln_snapshotter::{
-    ApplyOptions, Backend, ChainId, DiffId, DiffOptions, Digest, Error, KernelMounter, Mounter,
+    ApplyOptions, Backend, ChainId, DiffOptions, Digest, Error, KernelMounter, Mounter,
     OverlayMount, Snapshotter, SnapshotterOptions, WhiteoutMode, apply_layer, write_tree,
 };
-use sha2::{Digest as _, Sha256};
-
-fn diff_id(tar: &[u8]) -> DiffId {
-    Digest::from_sha256(&Sha256::digest(tar))
-}
 
 /// Mount points under `dir` in this process's mount namespace.
 fn mounts_under(dir: &Path) -> Vec<String> {
@@ -51,26 +46,6 @@ fn overlay_snapshotter(store: &Path, mounter: KernelMounter) -> Option<Snapshott
     }
 }
 
-fn set_mtime(p: &Path, secs: i64) {
-    let t = rustix::fs::Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: secs,
-            tv_nsec: 0,
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: secs,
-            tv_nsec: 0,
-        },
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        p,
-        &t,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
-}
-
 /// A base layer: files, a directory to replace, one to rename, a hard link pair.
 fn base_layer(tmp: &Path) -> Vec<u8> {
     let src = tmp.join("base-src");
@@ -86,24 +61,12 @@ fn base_layer(tmp: &Path) -> Vec<u8> {
     fs::write(src.join("mv-me"), b"moving file").unwrap();
     fs::write(src.join("hl1"), b"linked").unwrap();
     fs::hard_link(src.join("hl1"), src.join("hl2")).unwrap();
-    for p in walk(&src) {
+    for p in walk_paths(&src) {
         set_mtime(&p, 500_000);
     }
     let mut tar = Vec::new();
     write_tree(&src, &mut tar, &DiffOptions::default()).unwrap();
     tar
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if fs::symlink_metadata(&p).unwrap().is_dir() {
-            out.extend(walk(&p));
-        }
-        out.push(p);
-    }
-    out
 }
 
 /// What a RUN step might do: delete, replace a directory, rename a file and a directory
@@ -126,14 +89,6 @@ fn mutate(root: &Path) {
     }
     fs::write(root.join("d/x"), b"changed").unwrap();
     fs::write(root.join("brand-new"), b"hello").unwrap();
-}
-
-fn entry_names(tar: &[u8]) -> Vec<String> {
-    tar::Archive::new(tar)
-        .entries()
-        .unwrap()
-        .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
-        .collect()
 }
 
 fn clamp() -> DiffOptions {
@@ -579,4 +534,56 @@ fn device_nodes_in_snapshots_cannot_be_opened() {
     let active = open.prepare(Some(&c)).unwrap();
     fs::File::open(active.mount_point().join("null")).unwrap();
     active.abort().unwrap();
+}
+
+/// Mounts for real until told to fail.
+struct FailAfter {
+    real: KernelMounter,
+    left: std::sync::atomic::AtomicUsize,
+}
+
+impl Mounter for FailAfter {
+    fn mount_overlay(&self, m: &OverlayMount, scratch: &Path) -> kiln_snapshotter::Result<()> {
+        use std::sync::atomic::Ordering;
+        if self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return BrokenMounter.mount_overlay(m, scratch);
+        }
+        self.real.mount_overlay(m, scratch)
+    }
+    fn unmount(&self, target: &Path) -> kiln_snapshotter::Result<()> {
+        self.real.unmount(target)
+    }
+}
+
+#[test]
+fn failed_mount_in_prepare_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mounter = FailAfter {
+        real: KernelMounter::default(),
+        left: std::sync::atomic::AtomicUsize::new(1),
+    };
+    let snap =
+        Snapshotter::with_mounter(tmp.path(), SnapshotterOptions::default(), Arc::new(mounter))
+            .unwrap();
+    if !prerequisite(
+        snap.backend() == &Backend::Overlay,
+        &format!("overlay snapshots: {:?}", snap.backend()),
+    ) {
+        return;
+    }
+    let base = base_layer(tmp.path());
+    let c1 = snap.apply_layer(None, &diff_id(&base), &base[..]).unwrap();
+    let err = snap.prepare(Some(&c1)).unwrap_err();
+    assert!(err.to_string().contains("refused by test"), "{err}");
+    assert!(mounts_under(tmp.path()).is_empty());
+    assert!(
+        leftovers(tmp.path()).is_empty(),
+        "{:?}",
+        leftovers(tmp.path())
+    );
+    assert!(snap.exists(&c1));
 }

@@ -1,7 +1,7 @@
 //! Reading a Dockerfile from a path or stdin, and parsing it with errors that name the file.
 
-use crate::error::{CliError, CliResult};
-use kiln_grammar::ast::Dockerfile;
+use crate::error::{CliError, CliResult, DockerfileError};
+use kiln_grammar::ast::{Dockerfile, Warning};
 use std::io::Read;
 use std::path::Path;
 
@@ -40,12 +40,22 @@ impl Source {
         kiln_grammar::parse(&self.text).map_err(|error| self.error(error))
     }
 
+    /// Print non-fatal findings to stderr, each with its place in this file.
+    pub fn warn(&self, warnings: &[Warning]) {
+        for w in warnings {
+            eprintln!(
+                "warning: {}:{}:{}: {}",
+                self.name, w.span.start_line, w.span.start_col, w.message
+            );
+        }
+    }
+
     /// Wrap a grammar error so it renders against this file.
     pub fn error(&self, error: kiln_grammar::Error) -> CliError {
-        CliError::Dockerfile {
+        CliError::Dockerfile(Box::new(DockerfileError {
             file: self.name.clone(),
             source_text: self.text.clone(),
             error,
-        }
+        }))
     }
 }

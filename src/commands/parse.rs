@@ -16,7 +16,12 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct ParseArgs {
     /// The Dockerfile to read (`-` for stdin).
-    #[arg(short = 'f', long = "file", default_value = "Dockerfile", value_name = "FILE")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "Dockerfile",
+        value_name = "FILE"
+    )]
     pub file: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Dump)]
@@ -26,6 +31,7 @@ pub struct ParseArgs {
 pub fn run(args: ParseArgs) -> CliResult<ExitCode> {
     let source = dockerfile::read(&args.file)?;
     let tree = source.parse()?;
+    source.warn(&tree.warnings);
     let out = match args.format {
         Format::Dump => kiln_grammar::dump::dump(&tree),
         Format::Json => {

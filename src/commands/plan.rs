@@ -49,14 +49,28 @@ impl PlanInputs {
             build_args: self.build_args()?,
             platform: Platform::native(),
         };
-        kiln_grammar::plan::plan(&tree, &options).map_err(|e| source.error(e))
+        let plan = kiln_grammar::plan::plan(&tree, &options).map_err(|e| source.error(e))?;
+        source.warn(&tree.warnings);
+        source.warn(&plan.warnings);
+        if !plan.unused_build_args.is_empty() {
+            eprintln!(
+                "warning: build args not used by the Dockerfile: {}",
+                plan.unused_build_args.join(", ")
+            );
+        }
+        Ok(plan)
     }
 }
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// The Dockerfile to read (`-` for stdin).
-    #[arg(short = 'f', long = "file", default_value = "Dockerfile", value_name = "FILE")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "Dockerfile",
+        value_name = "FILE"
+    )]
     pub file: String,
     #[command(flatten)]
     pub inputs: PlanInputs,

@@ -14,8 +14,8 @@ pub struct SandboxArgs {
     /// The root filesystem directory.
     #[arg(long, value_name = "DIR")]
     pub rootfs: PathBuf,
-    /// Set an environment variable (KEY=VALUE).
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    /// Set an environment variable (KEY=VALUE, or KEY to pass kiln's own value).
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
     /// Working directory inside the sandbox (created when missing).
     #[arg(short = 'w', long = "workdir", value_name = "DIR", default_value = "/")]
@@ -115,14 +115,19 @@ fn parse_volume(spec: &str) -> CliResult<BindMount> {
 
 fn build_spec(args: SandboxArgs) -> CliResult<Spec> {
     let rootfs = std::fs::canonicalize(&args.rootfs).map_err(|e| CliError::io(&args.rootfs, e))?;
-    let mut env = args.env;
-    for entry in &env {
-        if !entry.contains('=') {
-            return Err(CliError::usage(format!(
-                "invalid environment entry {entry:?}: use KEY=VALUE"
-            )));
-        }
-    }
+    // As with `docker run`, `-e KEY` passes the variable's value from kiln's environment,
+    // and nothing when it is unset.
+    let mut env: Vec<String> = args
+        .env
+        .into_iter()
+        .filter_map(|entry| {
+            if entry.contains('=') {
+                Some(entry)
+            } else {
+                std::env::var(&entry).ok().map(|v| format!("{entry}={v}"))
+            }
+        })
+        .collect();
     // `docker run` tells the process its hostname.
     if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
         env.insert(0, format!("HOSTNAME={}", args.hostname));

@@ -8,8 +8,9 @@ use crate::error::{CliError, CliResult};
 use clap::{Args, Subcommand};
 use kiln_oci::archive::{self, ArchiveFormat, SaveItem};
 use kiln_oci::gc::{self, GcParticipant, PruneOptions};
-use kiln_oci::image::import_rootfs;
-use kiln_oci::{Compression, LayerOptions, Reference, Store};
+use kiln_oci::image::{import_layer, import_rootfs};
+use kiln_oci::{Compression, LayerOptions, LayerWriter, Reference, Store};
+use kiln_snapshotter::{DiffOptions, write_tree};
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
-    /// Create an image from a root filesystem tarball (`-` reads it from stdin).
+    /// Create an image from a root filesystem: a tarball (`-` reads it from stdin) or a directory.
     Import(ImportArgs),
     /// Load images from a docker-archive or oci-archive (stdin without -i).
     Load(LoadArgs),
@@ -50,6 +51,9 @@ pub struct ImportArgs {
     /// Layer compression: gzip[:LEVEL], zstd[:LEVEL] or none.
     #[arg(long, default_value = "gzip", value_name = "ALGO")]
     pub compression: String,
+    /// The commit message recorded in the image's history.
+    #[arg(short, long)]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -198,8 +202,15 @@ fn print(text: &str) -> CliResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A name to tag an image with: `name[:tag]`; a digest names content and cannot be assigned.
 fn parse_reference(text: &str) -> CliResult<Reference> {
-    Ok(Reference::parse(text)?.with_default_tag())
+    let reference = Reference::parse(text)?;
+    if reference.digest().is_some() {
+        return Err(CliError::usage(format!(
+            "{text}: a tag cannot contain a digest; use NAME[:TAG]"
+        )));
+    }
+    Ok(reference.with_default_tag())
 }
 
 fn layer_options(compression: &str) -> CliResult<LayerOptions> {
@@ -218,24 +229,21 @@ fn import(store: &Store, args: ImportArgs) -> CliResult<ExitCode> {
         .into_iter()
         .collect();
     let options = layer_options(&args.compression)?;
+    let message = args.message.as_deref();
     let image = if args.source == "-" {
-        import_rootfs(store, &mut io::stdin().lock(), "-", &tags, options)?
+        import_rootfs(store, &mut io::stdin().lock(), "-", &tags, options, message)?
     } else {
         let path = Path::new(&args.source);
         if path.is_dir() {
-            return Err(CliError::Usage {
-                message: format!(
-                    "{}: importing a directory is not supported yet",
-                    args.source
-                ),
-                hint: Some(format!(
-                    "pack it into a tar first: tar -C {} -cf - . | kiln import - NAME",
-                    args.source
-                )),
-            });
+            // The same deterministic tree walker that writes build layers.
+            let mut writer = LayerWriter::new(store, options)?;
+            write_tree(path, &mut writer, &DiffOptions::default())?;
+            let layer = writer.finish()?;
+            let image = import_layer(store, layer, &args.source, &tags, message)?;
+            return print(&format!("{}\n", image.id));
         }
         let mut file = File::open(path).map_err(|e| CliError::io(path, e))?;
-        import_rootfs(store, &mut file, &args.source, &tags, options)?
+        import_rootfs(store, &mut file, &args.source, &tags, options, message)?
     };
     print(&format!("{}\n", image.id))
 }
@@ -263,11 +271,11 @@ fn load(store: &Store, args: LoadArgs) -> CliResult<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut text = String::new();
-    for image in &loaded.images {
-        if image.tags.is_empty() {
-            text.push_str(&format!("Loaded image ID: {}\n", image.id));
+    for loaded in &loaded.images {
+        if loaded.tags.is_empty() {
+            text.push_str(&format!("Loaded image ID: {}\n", loaded.image.id));
         }
-        for tag in &image.tags {
+        for tag in &loaded.tags {
             text.push_str(&format!("Loaded image: {tag}\n"));
         }
     }

@@ -276,8 +276,15 @@ fn exec_form(rest: &str, rest_at: usize) -> Result<JsonForm, LineError> {
         )
         .hint("quote every element, as in [\"echo\", \"hello\"], or drop the brackets to use the shell form")
     };
-    if json_depth(text) > MAX_JSON_DEPTH {
-        return Err(not_strings(text_at..text_at + text.len()));
+    let (deepest, closed) = json_depth(text);
+    if deepest > MAX_JSON_DEPTH {
+        // Too deep to parse safely. Balanced brackets are most likely valid JSON, which would
+        // hold a non-string; an array that never closes is not JSON, so it is shell form.
+        return if closed {
+            Err(not_strings(text_at..text_at + text.len()))
+        } else {
+            Ok(JsonForm::NotJson)
+        };
     }
     let Ok(mut pairs) = DockerfileGrammar::parse(Rule::json_args, text) else {
         return Ok(JsonForm::NotJson);
@@ -306,8 +313,10 @@ fn exec_form(rest: &str, rest_at: usize) -> Result<JsonForm, LineError> {
     Ok(JsonForm::Strings(strings))
 }
 
-/// The deepest nesting of `[`/`{` outside JSON strings (a cheap scan before the real parse).
-fn json_depth(text: &str) -> usize {
+/// The deepest nesting of `[`/`{` outside JSON strings in the first value of `text`, and
+/// whether that value closes (a cheap scan before the real parse; what follows the first value
+/// is ignored, as Go's decoder ignores it).
+fn json_depth(text: &str) -> (usize, bool) {
     let (mut depth, mut deepest) = (0usize, 0usize);
     let (mut in_string, mut escaped) = (false, false);
     for b in text.bytes() {
@@ -326,11 +335,16 @@ fn json_depth(text: &str) -> usize {
                 depth += 1;
                 deepest = deepest.max(depth);
             }
-            b']' | b'}' => depth = depth.saturating_sub(1),
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return (deepest, true);
+                }
+            }
             _ => {}
         }
     }
-    deepest
+    (deepest, false)
 }
 
 /// The value of a `json_string` pair, with Go's handling of `\u` escapes (a lone surrogate
@@ -524,10 +538,56 @@ mod tests {
         assert_eq!(err.range, 10..11);
     }
 
+    /// BuildKit's `json_test.go` cases.
     #[test]
-    fn deep_json_is_refused_without_recursion() {
-        let line = format!("CMD {}", "[".repeat(100_000));
+    fn json_arrays_as_buildkit_reads_them() {
+        let valid: &[(&str, &[&str])] = &[
+            ("[]", &[]),
+            (r#"[""]"#, &[""]),
+            (r#"["a"]"#, &["a"]),
+            (r#"["a","b"]"#, &["a", "b"]),
+            (r#"[ "a", "b" ]"#, &["a", "b"]),
+            ("[\t\"a\",\t\"b\"\t]", &["a", "b"]),
+            ("\t[\t\"a\",\t\"b\"\t]\t", &["a", "b"]),
+            (
+                r#"["abc 123", "♥", "☃", "\" \\ \/ \b \f \n \r \t \u0000"]"#,
+                &["abc 123", "♥", "☃", "\" \\ / \u{8} \u{c} \n \r \t \0"],
+            ),
+        ];
+        for (json, expected) in valid {
+            let (_, args, is_json) = args(&format!("CMD {json}"));
+            assert_eq!(args, *expected, "{json}");
+            assert!(is_json, "{json}");
+        }
+        for json in [
+            r#"["a",42,"b"]"#,
+            r#"["a",123.456,"b"]"#,
+            r#"["a",{},"b"]"#,
+            r#"["a",{"c": "d"},"b"]"#,
+            r#"["a",["c"],"b"]"#,
+            r#"["a",true,"b"]"#,
+            r#"["a",false,"b"]"#,
+            r#"["a",null,"b"]"#,
+        ] {
+            let err = parse(&format!("CMD {json}"), 0, '\\', Context::default()).unwrap_err();
+            assert!(err.message.contains("strings only"), "{json}");
+            assert_eq!(err.kind, ErrorKind::Instruction);
+        }
+    }
+
+    #[test]
+    fn deep_json_is_read_without_recursion() {
+        let deep = 100_000;
+        // Balanced: an array holding an array, refused.
+        let line = format!("CMD {}{}", "[".repeat(deep), "]".repeat(deep));
         assert!(parse(&line, 0, '\\', Context::default()).is_err());
+        // Never closed: not JSON, so the shell form.
+        let line = format!("CMD {}", "[".repeat(deep));
+        let i = parse(&line, 0, '\\', Context::default()).unwrap();
+        assert!(!i.json && i.args.len() == 1);
+        // Only the first value counts.
+        let line = format!("CMD [\"a\"] {}", "[".repeat(deep));
+        assert_eq!(args(&line).1, ["a"]);
     }
 
     #[test]

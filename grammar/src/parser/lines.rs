@@ -181,7 +181,9 @@ impl<'s, 'a> Scanner<'s, 'a> {
             }
             if let Some(blank) = empty_continuation {
                 warnings.push(Warning {
-                    message: "empty continuation line: empty continuation lines will become errors in a future release".to_string(),
+                    message: "empty continuation line: empty continuation lines will become \
+                              errors in a future release"
+                        .to_string(),
                     span: Span::point(blank + 1, 1),
                 });
             }

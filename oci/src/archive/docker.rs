@@ -7,13 +7,14 @@
 //! <diff-id-hex>/layer.tar  each layer uncompressed (its sha256 is its diff-id)
 //! ```
 
-use super::{ArchiveFormat, Loaded, SaveItem, Staging, append_bytes, append_reader};
+use super::{ArchiveFormat, Loaded, LoadedImage, SaveItem, Staging, append_bytes, append_reader};
 use crate::config::ImageConfig;
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::layer::{LayerOptions, LayerWriter, open_layer_blob};
 use crate::reference::Reference;
 use crate::store::Store;
+use oci_spec::image::Descriptor;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -36,8 +37,10 @@ pub(super) fn load(store: &Store, staged: &Staging, options: LayerOptions) -> Re
     if entries.is_empty() {
         return Err(Error::archive("manifest.json lists no images"));
     }
-    // The same layer file is compressed once even if several images share it.
-    let mut done: HashMap<String, crate::layer::Layer> = HashMap::new();
+    // The same layer file is compressed once even if several images share it, and not at all
+    // if the store already holds a layer with its diff-id.
+    let mut done: HashMap<String, Descriptor> = HashMap::new();
+    let known = store.layers_by_diff_id()?;
     let mut images = Vec::new();
     for entry in &entries {
         let config_bytes = staged.read_json(&entry.config)?;
@@ -61,35 +64,60 @@ pub(super) fn load(store: &Store, staged: &Staging, options: LayerOptions) -> Re
         let mut descriptors = Vec::new();
         for (layer_path, want) in entry.layers.iter().zip(diff_ids) {
             let want = Digest::parse(want)?;
-            let layer = match done.get(layer_path) {
-                Some(layer) => layer.clone(),
+            let descriptor = match done.get(layer_path) {
+                Some(descriptor) => descriptor.clone(),
                 None => {
-                    let file = staged.get(layer_path)?;
-                    let source = File::open(&file.path).at(&file.path)?;
-                    let mut tar = crate::layer::open_layer(source)?;
-                    let mut writer = LayerWriter::new(store, options)?;
-                    io::copy(&mut tar, &mut writer)
-                        .map_err(|e| Error::archive(format!("layer {layer_path}: {e}")))?;
-                    let layer = writer.finish()?;
-                    done.insert(layer_path.clone(), layer.clone());
-                    layer
+                    let descriptor =
+                        store_layer(store, staged, layer_path, &want, &known, options)?;
+                    done.insert(layer_path.clone(), descriptor.clone());
+                    descriptor
                 }
             };
-            if layer.diff_id != want {
-                return Err(Error::archive(format!(
-                    "layer {layer_path} does not match the config: its diff-id is {} but the \
-                     config expects {want}",
-                    layer.diff_id
-                )));
-            }
-            descriptors.push(layer.descriptor()?);
+            descriptors.push(descriptor);
         }
-        images.push(store.write_image_raw(&config_bytes, descriptors, &tags)?);
+        images.push(LoadedImage {
+            image: store.write_image_raw(&config_bytes, descriptors, &tags)?,
+            tags: tags.iter().map(Reference::store_tag).collect(),
+        });
     }
     Ok(Loaded {
         format: ArchiveFormat::Docker,
         images,
     })
+}
+
+/// Puts one layer file of the archive into the store and checks it is the layer the config
+/// names (`want`, its diff-id).
+fn store_layer(
+    store: &Store,
+    staged: &Staging,
+    layer_path: &str,
+    want: &Digest,
+    known: &HashMap<Digest, Descriptor>,
+    options: LayerOptions,
+) -> Result<Descriptor> {
+    let file = staged.get(layer_path)?;
+    // An uncompressed layer hashes to its diff-id; if the store has that layer already, the
+    // staged hash proves the content is the same and nothing needs compressing.
+    if file.digest == *want
+        && let Some(existing) = known.get(want)
+    {
+        return Ok(existing.clone());
+    }
+    let source = File::open(&file.path).at(&file.path)?;
+    let mut tar = crate::layer::open_layer(source)?;
+    let mut writer = LayerWriter::new(store, options)?;
+    io::copy(&mut tar, &mut writer)
+        .map_err(|e| Error::archive(format!("layer {layer_path}: {e}")))?;
+    let layer = writer.finish()?;
+    if layer.diff_id != *want {
+        return Err(Error::archive(format!(
+            "layer {layer_path} does not match the config: its diff-id is {} but the config \
+             expects {want}",
+            layer.diff_id
+        )));
+    }
+    layer.descriptor()
 }
 
 pub(super) fn save<W: Write>(

@@ -47,7 +47,14 @@ impl ArchiveFormat {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub format: ArchiveFormat,
-    pub images: Vec<Image>,
+    pub images: Vec<LoadedImage>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadedImage {
+    pub image: Image,
+    /// The tags the archive named for it (`name:tag`); empty if it came untagged.
+    pub tags: Vec<String>,
 }
 
 /// An image to save and the tags to record for it in the archive.
@@ -232,22 +239,27 @@ fn truncated(e: io::Error) -> Error {
     ))
 }
 
-/// A path inside the archive: `./` and empty components dropped; absolute paths and `..`
-/// refused, so nothing named by the archive can point outside it.
+/// A path inside the archive, resolved lexically: `./` and empty components dropped, `..`
+/// applied (skopeo links `<id>/layer.tar` to `../<digest>.tar`). Absolute paths and paths
+/// that climb above the archive's root are refused, so nothing named by the archive can point
+/// outside it.
 pub(crate) fn clean_path(raw: &str) -> Result<String> {
     if raw.starts_with('/') {
         return Err(Error::archive(format!(
             "{raw:?} is an absolute path; archive paths must be relative"
         )));
     }
-    let mut parts = Vec::new();
+    let mut parts: Vec<&str> = Vec::new();
     for part in raw.split('/') {
         match part {
             "" | "." => {}
             ".." => {
-                return Err(Error::archive(format!(
-                    "{raw:?} contains '..'; archive paths must stay inside the archive"
-                )));
+                if parts.pop().is_none() {
+                    return Err(Error::archive(format!(
+                        "{raw:?} climbs out of the archive with '..'; archive paths must stay \
+                         inside it"
+                    )));
+                }
             }
             p => parts.push(p),
         }

@@ -2,7 +2,7 @@
 //! as `skopeo copy … oci-archive:` and `docker save` (25+) write it. Blobs keep their bytes and
 //! digests: nothing is recompressed.
 
-use super::{ArchiveFormat, Loaded, SaveItem, Staging, append_bytes, append_reader};
+use super::{ArchiveFormat, Loaded, LoadedImage, SaveItem, Staging, append_bytes, append_reader};
 use crate::canonical::to_canonical_json;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -43,20 +43,26 @@ pub(super) fn load(store: &Store, staged: &Staging) -> Result<Loaded> {
             needed.push((digest, desc.size()));
         }
         for (digest, size) in &needed {
-            if !store.has_blob(digest) {
+            if !store.retain_blob(digest)? {
                 let file = staged.blob(digest, *size)?;
                 store.commit_file(&file.path, digest)?;
             }
         }
         let tags: Vec<Reference> = entry_name(entry).into_iter().collect();
         let mut desc = Descriptor::new(
-            MediaType::ImageManifest,
+            manifest
+                .media_type()
+                .clone()
+                .unwrap_or(MediaType::ImageManifest),
             manifest_desc.size(),
             manifest_digest.to_oci()?,
         );
         desc.set_annotations(None);
         store.record_image(&desc, &tags)?;
-        images.push(store.read_image(&desc)?);
+        images.push(LoadedImage {
+            image: store.read_image(&desc)?,
+            tags: tags.iter().map(Reference::store_tag).collect(),
+        });
     }
     Ok(Loaded {
         format: ArchiveFormat::Oci,
@@ -87,14 +93,19 @@ fn resolve_manifest(staged: &Staging, entry: &Descriptor) -> Result<Descriptor> 
     Err(Error::archive("image indexes are nested too deeply"))
 }
 
-/// The name to tag an entry with: containerd's full name if present, else ref.name if it is a
-/// whole reference. A bare ref.name like `latest` is taken as a repository name, which is
-/// what it parses as.
+/// The name to tag an entry with: containerd's full name if present, else ref.name when it is
+/// a whole reference (`app:1`, as kiln and skopeo write it). A bare ref.name (`1.0`,
+/// `latest`) is, by the OCI convention, only a tag without a repository: such an image is
+/// loaded untagged, as docker does.
 fn entry_name(entry: &Descriptor) -> Option<Reference> {
     let annotations = entry.annotations().as_ref()?;
-    [CONTAINERD_NAME, REF_NAME]
-        .iter()
-        .filter_map(|key| annotations.get(*key))
+    let containerd = annotations.get(CONTAINERD_NAME);
+    let ref_name = annotations
+        .get(REF_NAME)
+        .filter(|name| name.contains(':') || name.contains('/'));
+    containerd
+        .into_iter()
+        .chain(ref_name)
         .find_map(|name| Reference::parse(name).ok())
         .map(Reference::with_default_tag)
 }

@@ -29,7 +29,7 @@ fn store_with_image() -> (tempfile::TempDir, Store, Image) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let tags = [Reference::parse("app:1").unwrap()];
-    let image = import_rootfs(&store, &mut &rootfs_tar()[..], "-", &tags, options()).unwrap();
+    let image = import_rootfs(&store, &mut &rootfs_tar()[..], "-", &tags, options(), None).unwrap();
     (dir, store, image)
 }
 
@@ -134,6 +134,14 @@ fn load_err(archive: &[u8]) -> String {
 }
 
 #[test]
+fn paths_resolve_inside_the_archive_only() {
+    assert_eq!(clean_path("./a//b/./c").unwrap(), "a/b/c");
+    assert_eq!(clean_path("id/../digest.tar").unwrap(), "digest.tar");
+    assert!(clean_path("a/../../b").is_err());
+    assert!(clean_path("/etc/passwd").is_err());
+}
+
+#[test]
 fn hostile_archives_are_refused() {
     let manifest = br#"[{"Config":"../../etc/passwd","RepoTags":["x:1"],"Layers":[]}]"#;
     let err = load_err(&raw_tar(&[("manifest.json", manifest)]));
@@ -209,4 +217,128 @@ fn truncated_and_absurd_sizes_are_errors() {
     bogus.extend_from_slice(&[b'['; 600]);
     let err = load_err(&bogus);
     assert!(err.contains("archive"), "{err}");
+}
+
+/// An oci-archive from raw parts: the blobs of `image` plus `extra` blobs and an index.json.
+fn oci_archive_with(store: &Store, image: &Image, extra: &[Vec<u8>], index_json: &str) -> Vec<u8> {
+    let mut files: Vec<(String, Vec<u8>)> = vec![(
+        "oci-layout".into(),
+        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+    )];
+    let mut blobs = vec![
+        store.read_blob(&image.manifest_digest, None).unwrap(),
+        store.read_blob(&image.id, None).unwrap(),
+    ];
+    for layer in image.layers().unwrap() {
+        blobs.push(std::fs::read(store.blob_path(&layer.digest)).unwrap());
+    }
+    blobs.extend(extra.iter().cloned());
+    for blob in blobs {
+        files.push((format!("blobs/sha256/{}", Digest::of(&blob).hex()), blob));
+    }
+    files.push(("index.json".into(), index_json.as_bytes().to_vec()));
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), &b[..])).collect();
+    raw_tar(&refs)
+}
+
+#[test]
+fn multi_platform_index_loads_the_host_manifest() {
+    let (_dir, store, image) = store_with_image();
+    let (arch, _) = crate::config::host_platform();
+    let manifest = format!(
+        r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{}}}"#,
+        image.manifest_digest, image.manifest_size
+    );
+    let absent = Digest::of(b"a manifest for another machine");
+    let platform_index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+            {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{absent}","size":10,
+              "platform":{{"architecture":"not-{arch}","os":"linux"}}}},
+            {},
+            "platform":{{"architecture":"{arch}","os":"linux"}}}}]}}"#,
+        manifest.trim_end_matches('}'),
+    );
+    let index_blob = platform_index.into_bytes();
+    let index_json = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json",
+            "digest":"{}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"multi:1"}}}}]}}"#,
+        Digest::of(&index_blob),
+        index_blob.len()
+    );
+    let archive = oci_archive_with(&store, &image, &[index_blob], &index_json);
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = Store::open(dir.path()).unwrap();
+    load(&fresh, &mut &archive[..], options()).unwrap();
+    let loaded = fresh.find_image("multi:1").unwrap();
+    assert_eq!(loaded.manifest_digest, image.manifest_digest);
+    assert!(!fresh.has_blob(&absent));
+}
+
+#[test]
+fn absurd_descriptor_sizes_are_refused() {
+    let (_dir, store, image) = store_with_image();
+    let index_json = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "digest":"{}","size":4611686018427387904,
+            "annotations":{{"org.opencontainers.image.ref.name":"big:1"}}}}]}}"#,
+        image.manifest_digest
+    );
+    let archive = oci_archive_with(&store, &image, &[], &index_json);
+    let err = load_err(&archive);
+    assert!(err.contains("described as 4611686018427387904"), "{err}");
+}
+
+#[test]
+fn loading_known_layers_reuses_their_blobs() {
+    let (_dir, store, image) = store_with_image();
+    let archive = save_to_vec(&store, &image, ArchiveFormat::Docker);
+    let before = store.list_blobs().unwrap();
+    // zstd here would give a new blob if the layer were recompressed.
+    let zstd = LayerOptions {
+        compression: Compression::Zstd(3),
+        threads: 1,
+    };
+    load(&store, &mut &archive[..], zstd).unwrap();
+    assert_eq!(store.list_blobs().unwrap(), before);
+    assert_eq!(
+        store.find_image("app:1").unwrap().manifest_digest,
+        image.manifest_digest
+    );
+}
+
+/// skopeo writes each layer once as `<digest>.tar` and links `<id>/layer.tar` to it.
+#[test]
+fn symlinked_layers_in_docker_archives_load() {
+    let (_dir, store, image) = store_with_image();
+    let config = store.read_blob(&image.id, None).unwrap();
+    let tar = rootfs_tar();
+    let diff = image.diff_ids().unwrap()[0].hex().to_string();
+    let manifest = format!(
+        r#"[{{"Config":"{}.json","RepoTags":["linked:1"],"Layers":["abc/layer.tar"]}}]"#,
+        image.id.hex()
+    );
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, data).unwrap();
+    };
+    add(&format!("{diff}.tar"), &tar);
+    add(&format!("{}.json", image.id.hex()), &config);
+    add("manifest.json", manifest.as_bytes());
+    let mut link = tar::Header::new_ustar();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    link.set_mode(0o777);
+    builder
+        .append_link(&mut link, "abc/layer.tar", format!("../{diff}.tar"))
+        .unwrap();
+    let archive = builder.into_inner().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = Store::open(dir.path()).unwrap();
+    let loaded = load(&fresh, &mut &archive[..], options()).unwrap();
+    assert_eq!(loaded.images[0].tags, vec!["linked:1".to_string()]);
+    assert_eq!(fresh.find_image("linked:1").unwrap().id, image.id);
 }

@@ -349,3 +349,52 @@ pub fn prerequisite(ok: bool, what: &str) -> bool {
 pub fn host_state(dir: &Path) -> BTreeMap<String, Node> {
     fingerprint(dir)
 }
+
+/// Sets a node's access and modification times (not following a final symlink).
+pub fn set_mtime(p: &Path, secs: i64) {
+    let t = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        },
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        p,
+        &t,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+/// Every path below `dir`, children before their directory.
+pub fn walk_paths(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if fs::symlink_metadata(&p).unwrap().is_dir() {
+            out.extend(walk_paths(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// The diff-id of an uncompressed layer.
+pub fn diff_id(tar: &[u8]) -> kiln_snapshotter::DiffId {
+    use sha2::Digest as _;
+    kiln_snapshotter::Digest::from_sha256(&sha2::Sha256::digest(tar))
+}
+
+/// The entry names of a tar, in order.
+pub fn entry_names(tar: &[u8]) -> Vec<String> {
+    tar::Archive::new(tar)
+        .entries()
+        .unwrap()
+        .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
+        .collect()
+}

@@ -101,7 +101,8 @@ pub struct Inspect<'a> {
     created: String,
     docker_version: String,
     author: String,
-    config: Option<&'a ContainerConfig>,
+    /// An object even when the image sets nothing, as docker prints it.
+    config: ContainerConfig,
     architecture: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     variant: Option<&'a str>,
@@ -148,7 +149,7 @@ pub fn inspect(image: &Image) -> Inspect<'_> {
             .unwrap_or_default()
             .to_string(),
         author: config.author.clone().unwrap_or_default(),
-        config: config.config.as_ref(),
+        config: config.config.clone().unwrap_or_default(),
         architecture: &config.architecture,
         variant: config.variant.as_deref(),
         os: &config.os,
