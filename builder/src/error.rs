@@ -11,6 +11,15 @@ pub enum Error {
         pattern: String,
         reason: String,
     },
+    #[error(transparent)]
+    Store(#[from] kiln_oci::Error),
+    #[error(transparent)]
+    Snapshot(#[from] kiln_snapshotter::Error),
+    #[error("layer {digest}: {source}")]
+    Layer {
+        digest: String,
+        source: std::io::Error,
+    },
     #[error("{}: {source}", .path.display())]
     Io {
         path: std::path::PathBuf,

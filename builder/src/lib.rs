@@ -5,5 +5,8 @@ pub mod context;
 pub mod dockerignore;
 pub mod error;
 pub mod events;
+pub mod request;
+pub mod rootfs;
 
 pub use error::{Error, Result};
+pub use request::{BuildOutcome, BuildRequest};

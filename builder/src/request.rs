@@ -1,0 +1,53 @@
+//! What a build is asked to do, and what it produced: the contract between the command line and
+//! the solver.
+
+use kiln_grammar::plan::PlanOptions;
+use kiln_oci::Compression;
+use kiln_runner::Network;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// One `kiln build`.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The store (`--root`).
+    pub store_root: PathBuf,
+    /// The context directory (a context given as a tar on stdin is unpacked to a temp dir first).
+    pub context: PathBuf,
+    /// The Dockerfile's path, when it has one: its `<name>.dockerignore` beside it wins.
+    pub dockerfile_path: Option<PathBuf>,
+    /// The Dockerfile's name in messages (`Dockerfile`, `ci/Dockerfile.prod`, `-`).
+    pub dockerfile_name: String,
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// `--target`, `--build-arg`, the platform.
+    pub plan: PlanOptions,
+    /// `-t` names (`name[:tag]`), applied to the final image.
+    pub tags: Vec<String>,
+    /// `--label` values, added to the final image's config.
+    pub labels: BTreeMap<String, String>,
+    /// `--no-cache`: run every step.
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stages (by name) whose steps always run.
+    pub no_cache_filter: Vec<String>,
+    /// `--pull`: check for a newer base image (needs a registry; refused clearly without one).
+    pub pull: bool,
+    /// The network of RUN steps when the instruction does not say (`--network`); host by default.
+    pub network: Network,
+    /// How layers are compressed (`--compression`).
+    pub compression: Compression,
+}
+
+/// What a successful build produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildOutcome {
+    /// The image id: `sha256:` + the config digest (what `--iidfile` and `-q` print).
+    pub image_id: String,
+    /// `sha256:` + the manifest digest (`containerimage.digest` in `--metadata-file`).
+    pub manifest_digest: String,
+    /// The names the image was tagged with, normalised (`name:tag`).
+    pub tags: Vec<String>,
+    /// Steps that ran and steps answered from the cache.
+    pub steps_run: usize,
+    pub steps_cached: usize,
+}
