@@ -8,7 +8,7 @@
 //! least one worker, whose output does not depend on the number of workers (zero workers selects
 //! the single-threaded code path, which writes different frames).
 
-use crate::digest::{Digest, Hasher};
+use crate::digest::{Digest, Hasher, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::store::Store;
 use gzp::ZWriter;
@@ -105,22 +105,7 @@ impl Layer {
 
 /// The end of the compression pipeline: a temp file that hashes what it is given. Owned and
 /// `Send + 'static` because gzp writes it from its own thread.
-struct Sink {
-    file: BufWriter<File>,
-    hasher: Hasher,
-}
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-}
+type Sink = HashingWriter<BufWriter<File>>;
 
 enum Encoder {
     Gzip(ParCompress<'static, Gzip, Sink>),
@@ -165,10 +150,7 @@ impl<'s> LayerWriter<'s> {
         };
         let path = store.tmp_path("layer");
         let file = File::create_new(&path).at(&path)?;
-        let sink = Sink {
-            file: BufWriter::with_capacity(1 << 20, file),
-            hasher: Hasher::new(),
-        };
+        let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
         let encoder = match options.compression {
             Compression::Gzip(level) => {
                 let builder = ParCompressBuilder::<Gzip>::new()
@@ -210,14 +192,12 @@ impl<'s> LayerWriter<'s> {
     }
 
     fn seal(&self, encoder: Encoder, diff: Hasher) -> Result<Layer> {
-        let sink = encoder.finish()?;
-        let file = sink
-            .file
+        let (buffered, digest, size) = encoder.finish()?.finish();
+        let file = buffered
             .into_inner()
             .map_err(|e| Error::io(&self.path, e.into_error()))?;
         file.sync_all().at(&self.path)?;
         drop(file);
-        let (digest, size) = sink.hasher.finish();
         let (diff_id, _) = diff.finish();
         self.store.commit_file(&self.path, &digest)?;
         Ok(Layer {

@@ -5,6 +5,25 @@ use kiln_grammar::ast::{Dockerfile, Warning};
 use std::io::Read;
 use std::path::Path;
 
+/// `-f FILE`, for commands that read a Dockerfile without a build context.
+#[derive(Debug, clap::Args)]
+pub struct FileArg {
+    /// The Dockerfile to read (`-` for stdin).
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "Dockerfile",
+        value_name = "FILE"
+    )]
+    pub file: String,
+}
+
+impl FileArg {
+    pub fn read(&self) -> CliResult<Source> {
+        read(&self.file)
+    }
+}
+
 /// A Dockerfile's text and the name to show in messages (`Dockerfile`, `build/Dockerfile.dev`, `-`).
 pub struct Source {
     pub name: String,

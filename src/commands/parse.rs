@@ -15,21 +15,15 @@ pub enum Format {
 
 #[derive(Debug, Args)]
 pub struct ParseArgs {
-    /// The Dockerfile to read (`-` for stdin).
-    #[arg(
-        short = 'f',
-        long = "file",
-        default_value = "Dockerfile",
-        value_name = "FILE"
-    )]
-    pub file: String,
+    #[command(flatten)]
+    pub file: dockerfile::FileArg,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Dump)]
     pub format: Format,
 }
 
 pub fn run(args: ParseArgs) -> CliResult<ExitCode> {
-    let source = dockerfile::read(&args.file)?;
+    let source = args.file.read()?;
     let tree = source.parse()?;
     source.warn(&tree.warnings);
     let out = match args.format {

@@ -64,20 +64,14 @@ impl PlanInputs {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// The Dockerfile to read (`-` for stdin).
-    #[arg(
-        short = 'f',
-        long = "file",
-        default_value = "Dockerfile",
-        value_name = "FILE"
-    )]
-    pub file: String,
+    #[command(flatten)]
+    pub file: dockerfile::FileArg,
     #[command(flatten)]
     pub inputs: PlanInputs,
 }
 
 pub fn run(args: PlanArgs) -> CliResult<ExitCode> {
-    let source = dockerfile::read(&args.file)?;
+    let source = args.file.read()?;
     let plan = args.inputs.resolve(&source)?;
     let mut json = serde_json::to_string_pretty(&plan)
         .map_err(|e| CliError::usage(format!("cannot encode the plan: {e}")))?;

@@ -9,7 +9,7 @@
 mod docker;
 mod oci;
 
-use crate::digest::{Digest, Hasher};
+use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
 use crate::layer::LayerOptions;
@@ -135,13 +135,10 @@ impl Staging {
             if kind.is_file() || kind == tar::EntryType::Continuous {
                 let path = store.tmp_path("load");
                 let file = File::create_new(&path).at(&path)?;
-                let mut sink = HashingFile {
-                    file: BufWriter::with_capacity(1 << 20, file),
-                    hasher: Hasher::new(),
-                };
+                let mut sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
                 io::copy(&mut entry, &mut sink).map_err(truncated)?;
-                sink.file.flush().at(&path)?;
-                let (digest, size) = sink.hasher.finish();
+                let (mut buffered, digest, size) = sink.finish();
+                buffered.flush().at(&path)?;
                 staging
                     .files
                     .insert(name, StagedFile { path, digest, size });
@@ -216,22 +213,6 @@ impl Staging {
     }
 }
 
-struct HashingFile {
-    file: BufWriter<File>,
-    hasher: Hasher,
-}
-
-impl Write for HashingFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-}
 
 fn truncated(e: io::Error) -> Error {
     Error::archive(format!(
