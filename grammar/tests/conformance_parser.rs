@@ -1,58 +1,13 @@
 //! BuildKit's parser test corpus (`shared/conformance/buildkit-parser`): kiln must read every
 //! Dockerfile exactly as BuildKit does.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+mod support;
 
-/// The corpus, next to the repository (`../shared/conformance`). Missing corpus is a failure:
-/// these tests are the proof that the parser matches BuildKit.
+use std::path::PathBuf;
+use support::{case_dirs as cases, diff, read};
+
 fn corpus() -> PathBuf {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/buildkit-parser");
-    assert!(
-        dir.is_dir(),
-        "conformance corpus not found at {} (it lives in shared/conformance beside the repository)",
-        dir.display()
-    );
-    dir
-}
-
-/// The case directories under `dir`, sorted.
-fn cases(dir: &Path) -> Vec<PathBuf> {
-    let mut cases: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.is_dir())
-        .collect();
-    cases.sort();
-    assert!(!cases.is_empty(), "no cases in {}", dir.display());
-    cases
-}
-
-fn read(path: &Path) -> String {
-    let bytes = fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// A line-by-line diff, enough to see what differs.
-fn diff(expected: &str, actual: &str) -> String {
-    let expected: Vec<&str> = expected.lines().collect();
-    let actual: Vec<&str> = actual.lines().collect();
-    let mut out = String::new();
-    for i in 0..expected.len().max(actual.len()) {
-        match (expected.get(i), actual.get(i)) {
-            (Some(e), Some(a)) if e == a => {}
-            (e, a) => {
-                if let Some(e) = e {
-                    out.push_str(&format!("  -{:>3} {e}\n", i + 1));
-                }
-                if let Some(a) = a {
-                    out.push_str(&format!("  +{:>3} {a}\n", i + 1));
-                }
-            }
-        }
-    }
-    out
+    support::conformance("buildkit-parser")
 }
 
 #[test]

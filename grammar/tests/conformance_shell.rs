@@ -3,20 +3,11 @@
 //! one run shows the whole picture.
 
 use kiln_grammar::expand::Lexer;
-use std::path::PathBuf;
+
+mod support;
 
 fn corpus(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance/buildkit-shell")
-        .join(name);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) => panic!(
-            "the conformance corpus {} is missing or unreadable ({e}); it ships with the \
-             repository's shared test data",
-            path.display()
-        ),
-    }
+    support::read(&support::conformance("buildkit-shell").join(name))
 }
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {

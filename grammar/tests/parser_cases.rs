@@ -13,23 +13,11 @@ use kiln_grammar::{ErrorKind, dump::dump, parse};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+mod support;
+use support::{case_dirs, read};
+
 fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/dockerfiles")
-}
-
-fn case_dirs(dir: &Path) -> Vec<PathBuf> {
-    let mut cases: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.is_dir())
-        .collect();
-    cases.sort();
-    assert!(!cases.is_empty(), "no cases in {}", dir.display());
-    cases
-}
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    support::testdata("dockerfiles")
 }
 
 fn bless() -> bool {
