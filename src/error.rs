@@ -29,6 +29,15 @@ pub enum CliError {
     /// Reading or writing a layer's file tree failed (the message names the path).
     #[error(transparent)]
     Snapshot(#[from] kiln_snapshotter::Error),
+    /// The build failed: a step, the Dockerfile (rendered with file:line:col) or the context.
+    #[error(transparent)]
+    Build(#[from] kiln_builder::Error),
+    /// A container operation was refused or failed (no such container, a name in use, …).
+    #[error("{message}")]
+    Container {
+        message: String,
+        hint: Option<String>,
+    },
     /// Bad command-line input that clap could not catch (a malformed `--build-arg`, …).
     #[error("{message}")]
     Usage {
@@ -74,6 +83,10 @@ impl CliError {
             | CliError::Unsupported {
                 message,
                 hint: Some(hint),
+            }
+            | CliError::Container {
+                message,
+                hint: Some(hint),
             } => format!("error: {message}\nhint: {hint}"),
             other => format!("error: {other}"),
         }
@@ -81,7 +94,15 @@ impl CliError {
 
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            CliError::Usage { .. } => ExitCode::from(2),
+            CliError::Usage { .. } | CliError::Unsupported { .. } => ExitCode::from(2),
+            // The solver refusing a flag (its location names it, `--pull`) or a -t name is a
+            // usage error; everything else it reports is the build failing.
+            CliError::Build(kiln_builder::Error::Unsupported { location, .. })
+                if location.starts_with("--") =>
+            {
+                ExitCode::from(2)
+            }
+            CliError::Build(kiln_builder::Error::InvalidTag { .. }) => ExitCode::from(2),
             CliError::Sandbox(e) => ExitCode::from(e.exit_code()),
             _ => ExitCode::from(1),
         }

@@ -2,7 +2,9 @@
 //! Build logic lives in the library crates; this crate only wires them to the terminal.
 
 mod commands;
+mod containers;
 mod error;
+mod progress;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -30,6 +32,17 @@ pub enum Command {
     Plan(commands::plan::PlanArgs),
     #[command(flatten)]
     Store(commands::store::StoreCommand),
+    /// Run a command in a new container from an image.
+    Run(Box<commands::run::RunArgs>),
+    /// List containers.
+    Ps(commands::container::PsArgs),
+    /// Remove containers.
+    Rm(commands::container::RmArgs),
+    /// Create an image from a container's changes.
+    Commit(commands::container::CommitArgs),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(commands::container::ContainerCommand),
     /// Run a command in the sandbox over a root filesystem directory (for testing and debugging).
     #[command(hide = true)]
     Sandbox(commands::sandbox::SandboxArgs),
@@ -44,6 +57,18 @@ fn main() -> ExitCode {
         Command::Parse(args) => commands::parse::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Store(command) => commands::store::run(&cli.root, command),
+        Command::Run(args) => commands::run::run(&cli.root, *args),
+        Command::Ps(args) => {
+            commands::container::run(&cli.root, commands::container::ContainerCommand::Ls(args))
+        }
+        Command::Rm(args) => {
+            commands::container::run(&cli.root, commands::container::ContainerCommand::Rm(args))
+        }
+        Command::Commit(args) => commands::container::run(
+            &cli.root,
+            commands::container::ContainerCommand::Commit(args),
+        ),
+        Command::Container(command) => commands::container::run(&cli.root, command),
         Command::Sandbox(args) => commands::sandbox::run(args),
     };
     match outcome {

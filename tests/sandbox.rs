@@ -8,31 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+use support::{KILN, is_root, require};
+
 /// docker's default capability set as `/proc/<pid>/status` shows it.
 const DEFAULT_CAPS_HEX: &str = "00000000a80425fb";
 
 /// Generous: the machine is shared, and a hung sandbox must fail the test, not hang it.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn kiln_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_kiln")
-}
-
-/// Fails under CI, skips (returning false) otherwise.
-fn require(ok: bool, why: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("prerequisite missing under CI: {why}");
-    }
-    eprintln!("skipping: {why}");
-    false
-}
-
-fn is_root() -> bool {
-    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -47,16 +30,7 @@ fn fixture() -> Option<Fixture> {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let rootfs = dir.path().join("rootfs");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/busybox-rootfs.sh");
-    let made = Command::new("bash")
-        .arg(&script)
-        .arg(&rootfs)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !require(
-        made,
-        "testdata/busybox-rootfs.sh failed (apt-get install busybox-static)",
-    ) {
+    if !support::busybox_rootfs(&rootfs) {
         return None;
     }
     let tmp = dir.path().join("tmp");
@@ -78,7 +52,7 @@ impl Run {
 
 impl Fixture {
     fn command(&self, flags: &[&str], argv: &[&str]) -> Command {
-        let mut cmd = Command::new(kiln_bin());
+        let mut cmd = Command::new(KILN);
         cmd.arg("sandbox")
             .arg("--rootfs")
             .arg(&self.rootfs)
@@ -568,7 +542,7 @@ fn tty_gives_the_process_a_terminal() {
     }
     let inner = format!(
         "{} sandbox -t --rootfs {} -- sh -c '[ -t 0 ] && [ -t 1 ] && echo is-a-tty; echo $TERM; exit 3'",
-        kiln_bin(),
+        KILN,
         fx.rootfs.display()
     );
     let mut cmd = Command::new("script");
@@ -608,7 +582,7 @@ fn rootless_fixture() -> Option<(Fixture, PathBuf)> {
         .expect("chown");
     assert!(owned.success());
     let bin = fx.dir.path().join("kiln");
-    fs::copy(kiln_bin(), &bin).expect("copy kiln");
+    fs::copy(KILN, &bin).expect("copy kiln");
     Some((fx, bin))
 }
 
@@ -726,8 +700,7 @@ fn library_run_captures_output_and_reports_created_mount_points() {
         stdout: RunnerStdio::Fd(out_w.into()),
         stderr: RunnerStdio::Fd(err_w.into()),
     };
-    let sandbox =
-        kiln_runner::spawn_with_helper(Path::new(kiln_bin()), &spec, streams).expect("spawn");
+    let sandbox = kiln_runner::spawn_with_helper(Path::new(KILN), &spec, streams).expect("spawn");
     let outcome = sandbox.wait().expect("outcome");
     assert_eq!(outcome.status, ExitStatus::Exited(3));
     assert!(!outcome.oom_killed);
@@ -753,7 +726,7 @@ fn library_run_captures_output_and_reports_created_mount_points() {
     // Errors inside the sandbox come back as the same variants.
     let mut spec = spec;
     spec.user = "ghost".into();
-    let err = kiln_runner::run_with_helper(Path::new(kiln_bin()), &spec, Streams::default())
+    let err = kiln_runner::run_with_helper(Path::new(KILN), &spec, Streams::default())
         .expect_err("unknown user");
     assert!(matches!(err, kiln_runner::Error::User(_)), "{err}");
     fx.assert_clean();
@@ -781,7 +754,7 @@ fn descriptors_leaked_by_the_caller_do_not_reach_the_sandbox() {
     // bash leaves fd 7 open without close-on-exec, as careless parents do.
     let inner = format!(
         "exec 7</dev/null; exec {} sandbox --rootfs {} -- ls /proc/self/fd",
-        kiln_bin(),
+        KILN,
         fx.rootfs.display()
     );
     let mut cmd = Command::new("bash");
@@ -843,7 +816,7 @@ fn ctrl_c_at_the_terminal_reaches_the_process_once() {
             "{} sandbox --rootfs {} {init} -- sh -c \
              'n=0; trap \"n=\\$((n+1))\" INT; touch /tmp/started; sleep 3 & wait; sleep 1; \
              echo count=$n'",
-            kiln_bin(),
+            KILN,
             fx.rootfs.display()
         );
         // ^C is typed once the command runs (a bounded wait), and the terminal stays open.

@@ -6,36 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const KILN: &str = env!("CARGO_BIN_EXE_kiln");
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Whether a prerequisite is there; under CI a missing one fails the test instead of skipping.
-fn require(what: &str, present: bool) -> bool {
-    if !present {
-        assert!(!in_ci(), "{what} is required under CI=true but is missing");
-        eprintln!("skipping: {what} is missing");
-    }
-    present
-}
-
-fn have_tool(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
+mod support;
+use support::{KILN, have_tool, is_root, require};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -47,20 +19,7 @@ impl Env {
     fn new() -> Option<Env> {
         let dir = tempfile::tempdir().unwrap();
         let tar = dir.path().join("busybox.tar");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/busybox-rootfs.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg("--tar")
-            .arg(&tar)
-            .output()
-            .unwrap();
-        if !require(
-            &format!(
-                "the busybox fixture ({})",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            out.status.success(),
-        ) {
+        if !support::busybox_tar(&tar) {
             return None;
         }
         Some(Env { dir, tar })
@@ -196,12 +155,7 @@ fn import_list_inspect_tag_history() {
 fn import_takes_a_directory_deterministically() {
     let Some(env) = Env::new() else { return };
     let tree = env.path("rootfs");
-    let made = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/busybox-rootfs.sh"))
-        .arg(&tree)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    assert!(support::busybox_rootfs(&tree));
     let import_into = |store: &str| {
         let out = Command::new(KILN)
             .arg("--root")
@@ -306,7 +260,7 @@ fn save_and_load_keep_digests() {
 
     // `docker load` needs a daemon that is not running here; podman and docker read
     // docker-archives the same way skopeo does, so skopeo stands in for them.
-    if require("skopeo", have_tool("skopeo")) {
+    if require(have_tool("skopeo"), "skopeo") {
         let out = Command::new("skopeo")
             .arg("inspect")
             .arg(format!("docker-archive:{}", docker.display()))
@@ -507,7 +461,7 @@ fn other_oci_tools_read_the_store() {
     let root = env.root("store");
     import_busybox(&env, &root);
     let info = inspect(&root, "busybox");
-    if require("skopeo", have_tool("skopeo")) {
+    if require(have_tool("skopeo"), "skopeo") {
         let out = Command::new("skopeo")
             .arg("inspect")
             .arg(format!("oci:{}:busybox:latest", root.display()))
@@ -522,7 +476,7 @@ fn other_oci_tools_read_the_store() {
         assert_eq!(seen["Digest"], info["Descriptor"]["digest"]);
         assert_eq!(seen["Architecture"], info["Architecture"]);
     }
-    if require("umoci", have_tool("umoci")) {
+    if require(have_tool("umoci"), "umoci") {
         let bundle = env.path("bundle");
         let mut umoci = Command::new("umoci");
         umoci.arg("unpack");
@@ -590,4 +544,263 @@ fn concurrent_imports_and_prunes_share_one_store() {
     // (same diff-id, same timestamp, same history).
     assert_eq!(blob_count(&root), 7);
     assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+}
+
+/// The layer chain of `image` applied as snapshots (as a build or `kiln run` would), with the
+/// store handle closed again so that later commands see no other kiln process.
+fn unpack(root: &Path, image: &str) -> kiln_snapshotter::ChainId {
+    let store = kiln_oci::Store::open(root).unwrap();
+    let snap = copy_snapshotter(root);
+    let image = store.find_image(image).unwrap();
+    let mut parent = None;
+    for (layer, diff_id) in image
+        .layers()
+        .unwrap()
+        .iter()
+        .zip(image.diff_ids().unwrap())
+    {
+        let diff_id = kiln_snapshotter::DiffId::parse(diff_id.as_str()).unwrap();
+        let reader = kiln_oci::open_layer_blob(&store, &layer.digest).unwrap();
+        parent = Some(snap.apply_layer(parent.as_ref(), &diff_id, reader).unwrap());
+    }
+    parent.unwrap()
+}
+
+fn copy_snapshotter(root: &Path) -> kiln_snapshotter::Snapshotter {
+    let options = kiln_snapshotter::SnapshotterOptions {
+        force_copy: true,
+        ..Default::default()
+    };
+    kiln_snapshotter::Snapshotter::with_options(root, options).unwrap()
+}
+
+/// A small layer tar of one file, made with tar(1), and its diff-id.
+fn small_layer(env: &Env, name: &str) -> (PathBuf, kiln_snapshotter::DiffId) {
+    let dir = env.path(&format!("{name}-tree"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), name.repeat(100)).unwrap();
+    let tar = env.path(&format!("{name}.tar"));
+    let made = Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&dir)
+        .arg(name)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let diff_id = kiln_snapshotter::DiffId::parse(&sha256_of(&tar)).unwrap();
+    (tar, diff_id)
+}
+
+fn apply(
+    root: &Path,
+    parent: Option<&kiln_snapshotter::ChainId>,
+    layer: &(PathBuf, kiln_snapshotter::DiffId),
+) -> kiln_snapshotter::ChainId {
+    let file = std::fs::File::open(&layer.0).unwrap();
+    copy_snapshotter(root)
+        .apply_layer(parent, &layer.1, file)
+        .unwrap()
+}
+
+fn has_snapshot(root: &Path, chain: &kiln_snapshotter::ChainId) -> bool {
+    root.join("snapshots").join(chain.hex()).is_dir()
+}
+
+/// A cache record as the builder writes it.
+fn write_record(root: &Path, key: char, blob: &str, chain: &kiln_snapshotter::ChainId) -> PathBuf {
+    let path = root.join("cache").join(key.to_string().repeat(64));
+    let record = serde_json::json!({
+        "created": "2026-01-01T00:00:00Z",
+        "layer": {
+            "digest": blob,
+            "diff_id": chain.as_str(),
+            "size": 1,
+            "media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "chain_id": chain.as_str(),
+        }
+    });
+    std::fs::write(&path, record.to_string()).unwrap();
+    path
+}
+
+fn layer_digest(root: &Path, image: &str) -> String {
+    let store = kiln_oci::Store::open(root).unwrap();
+    let image = store.find_image(image).unwrap();
+    image.layers().unwrap()[0].digest.to_string()
+}
+
+#[test]
+fn prune_collects_snapshots_and_cache_records() {
+    let Some(env) = Env::new() else { return };
+    let root = env.root("store");
+    import_busybox(&env, &root);
+    let base = unpack(&root, "busybox");
+    let step = apply(&root, Some(&base), &small_layer(&env, "step"));
+    let stray = apply(&root, None, &small_layer(&env, "stray"));
+    let blob = layer_digest(&root, "busybox");
+    let live = write_record(&root, 'a', &blob, &step);
+    let missing = format!("sha256:{}", "e".repeat(64));
+    let dead = write_record(&root, 'b', &missing, &step);
+
+    ok(&root, &["prune"]);
+    assert!(
+        has_snapshot(&root, &base),
+        "the tagged image's snapshot was removed"
+    );
+    assert!(
+        has_snapshot(&root, &step),
+        "the cached step's snapshot was removed"
+    );
+    assert!(
+        !has_snapshot(&root, &stray),
+        "an unreferenced snapshot was kept"
+    );
+    assert!(live.exists());
+    assert!(!dead.exists(), "a record whose layer is gone was kept");
+
+    // A cap just above what the image's blobs need: snapshots and cache are counted and go.
+    let blobs: u64 = std::fs::read_dir(root.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let cap = (blobs + 512).to_string();
+    let out = kiln(&root, &["prune", "--keep-storage", &cap]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("over --keep-storage"), "{stderr}");
+    assert!(!has_snapshot(&root, &base) && !has_snapshot(&root, &step));
+    assert!(
+        live.exists(),
+        "a record went though the cap was met without removing it"
+    );
+    assert_eq!(blob_count(&root), 3);
+
+    // --all removes every record and every snapshot nothing uses; images stay.
+    let base = unpack(&root, "busybox");
+    let live = write_record(&root, 'a', &blob, &base);
+    ok(&root, &["prune", "--all"]);
+    assert!(!has_snapshot(&root, &base));
+    assert!(!live.exists());
+    assert!(ok(&root, &["images"]).contains("busybox"));
+    assert!(ok(&root, &["fsck"]).contains("store is consistent"));
+}
+
+#[test]
+fn fsck_repairs_a_bad_snapshot_and_a_dangling_record() {
+    let Some(env) = Env::new() else { return };
+    let root = env.root("store");
+    import_busybox(&env, &root);
+    let base = unpack(&root, "busybox");
+    let step = apply(&root, Some(&base), &small_layer(&env, "step"));
+    assert!(ok(&root, &["fsck"]).contains("store is consistent"));
+
+    let wrong = format!("sha256:{}", "d".repeat(64));
+    std::fs::write(
+        root.join("snapshots").join(step.hex()).join("diffid"),
+        &wrong,
+    )
+    .unwrap();
+    let missing = format!("sha256:{}", "e".repeat(64));
+    write_record(&root, 'b', &missing, &base);
+
+    let out = kiln(&root, &["fsck"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("broken: snapshot {step}: ")) && text.contains(&wrong),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("broken: cache record {}: ", "b".repeat(64)))
+            && text.contains(&missing),
+        "{text}"
+    );
+    assert!(!text.contains("store is consistent"), "{text}");
+
+    let out = ok(&root, &["fsck", "--repair"]);
+    assert!(
+        out.contains(&format!("repaired: removed broken snapshot {step}")),
+        "{out}"
+    );
+    assert!(out.contains("repaired: removed cache record"), "{out}");
+    assert!(ok(&root, &["fsck"]).contains("store is consistent"));
+    assert!(has_snapshot(&root, &base));
+    assert!(!has_snapshot(&root, &step));
+}
+
+#[test]
+fn debris_of_a_killed_kiln_is_swept_at_the_next_start() {
+    let Some(env) = Env::new() else { return };
+    let root = env.root("store");
+    import_busybox(&env, &root);
+    // A `kiln load` waiting for its archive on stdin has the store open; kill it there.
+    let mut child = Command::new(KILN)
+        .arg("--root")
+        .arg(&root)
+        .arg("load")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let tmp = root.join("tmp");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let its_dir = loop {
+        let dir = std::fs::read_dir(&tmp)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.is_dir());
+        if let Some(dir) = dir {
+            break dir;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kiln load never opened the store"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // What it had in flight: a half-applied layer and a prepared snapshot.
+    let snapshots = root.join("snapshots");
+    std::fs::create_dir_all(snapshots.join(".tmp-killed/flat/etc")).unwrap();
+    std::fs::write(snapshots.join(".tmp-killed/flat/etc/passwd"), b"half").unwrap();
+    std::fs::create_dir_all(snapshots.join(".active-killed/work")).unwrap();
+    // And, where mounts are possible, a mount inside its tmp directory showing a directory
+    // outside the store, which a careless sweep would empty.
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("precious"), b"keep me").unwrap();
+    let mount_point = its_dir.join("rootfs");
+    let mounted = require(is_root(), "root, for a bind mount") && {
+        std::fs::create_dir(&mount_point).unwrap();
+        Command::new("mount")
+            .arg("--bind")
+            .arg(&outside)
+            .arg(&mount_point)
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(mounted || !is_root(), "the bind mount could not be made");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Any start detaches a dead process's mounts and removes its directory; a read-only
+    // command leaves the snapshot debris to the next writer.
+    ok(&root, &["images"]);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let leftover = mountinfo.contains(&*mount_point.to_string_lossy());
+    if leftover {
+        let _ = Command::new("umount").arg("-l").arg(&mount_point).status();
+    }
+    assert!(!leftover, "the killed process's mount is still there");
+    assert!(!its_dir.exists());
+    assert_eq!(std::fs::read(outside.join("precious")).unwrap(), b"keep me");
+    assert!(snapshots.join(".tmp-killed").exists());
+    ok(&root, &["tag", "busybox", "swept:1"]);
+    assert!(!snapshots.join(".tmp-killed").exists());
+    assert!(!snapshots.join(".active-killed").exists());
+    assert!(ok(&root, &["fsck"]).contains("store is consistent"));
 }

@@ -7,6 +7,7 @@
 //! `ignore` follow gitignore's rules, which differ, so the matcher is ours.
 
 use crate::error::{Error, Result};
+use crate::path::clean;
 use regex::Regex;
 
 /// One pattern as written, with the line it came from (for error messages).
@@ -50,36 +51,6 @@ pub fn read_patterns(text: &str) -> Vec<PatternLine> {
         });
     }
     out
-}
-
-/// Go's `path.Clean` for slash-separated paths: no empty, `.` or resolvable `..` elements, no
-/// trailing slash; `""` becomes `"."`.
-pub fn clean(path: &str) -> String {
-    if path.is_empty() {
-        return ".".to_string();
-    }
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => match parts.last() {
-                Some(&last) if last != ".." => {
-                    parts.pop();
-                }
-                // `..` above the root of an absolute path is the root itself.
-                _ if rooted => {}
-                _ => parts.push(".."),
-            },
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
 }
 
 /// How one pattern is matched: most patterns need no regular expression at all.
@@ -356,22 +327,6 @@ mod tests {
         Matcher::from_text(".dockerignore", &text)
             .unwrap_or_else(|e| panic!("{e}"))
             .is_excluded(path)
-    }
-
-    #[test]
-    fn clean_matches_go() {
-        for (input, want) in [
-            ("", "."),
-            ("a/b/../c", "a/c"),
-            ("/../a", "/a"),
-            ("../a", "../a"),
-            ("a//b/./", "a/b"),
-            ("./", "."),
-            ("/", "/"),
-            ("a/../..", ".."),
-        ] {
-            assert_eq!(clean(input), want, "clean({input:?})");
-        }
     }
 
     #[test]

@@ -32,6 +32,96 @@ pub enum Error {
     /// A context file changed while it was being hashed, so no consistent digest exists.
     #[error("{} changed while kiln was reading it; build again once it is stable", .0.display())]
     ContextFileChanged(std::path::PathBuf),
+    /// A COPY/ADD source that does not exist where it was looked for.
+    #[error("failed to compute cache key: {source_path:?} not found{hint}")]
+    CopySourceNotFound { source_path: String, hint: String },
+    /// A COPY/ADD source that climbs out of the build context with `..`.
+    #[error("forbidden path outside the build context: {0}")]
+    CopyOutsideContext(String),
+    /// Several sources (or a wildcard) copied onto something that is not a directory.
+    #[error(
+        "When using {0} with more than one source file, the destination must be a directory and end with a /"
+    )]
+    CopyDestNotDir(&'static str),
+    /// A COPY/ADD whose sources all came to nothing.
+    #[error("no source files were specified")]
+    CopyNoSources,
+    /// A COPY/ADD that cannot be carried out as written (bad --chown/--chmod, a pattern Go would
+    /// refuse, an unsupported source, a directory where a file must go).
+    #[error("{instruction}: {reason}")]
+    CopyInvalid {
+        instruction: &'static str,
+        reason: String,
+    },
+    /// The Dockerfile was refused (syntax, instruction, expansion or plan), rendered with its
+    /// file name, line and column.
+    #[error("{0}")]
+    Dockerfile(String),
+    /// A base or `--from` image that is not in the store.
+    #[error(
+        "image {0:?} is not in the store; kiln pull is not available yet — import it with kiln import or kiln load"
+    )]
+    ImageNotInStore(String),
+    /// A `-t` name that is not a valid reference.
+    #[error("invalid tag {tag:?}: {source}")]
+    InvalidTag {
+        tag: String,
+        source: kiln_oci::Error,
+    },
+    /// A RUN exited with a non-zero status; `output` holds its last lines.
+    #[error(
+        "{location}: {instruction}\nprocess {command:?} did not complete successfully: exit code: {code}{}",
+        output_tail(.output)
+    )]
+    StepFailed {
+        /// `Dockerfile:LINE`.
+        location: String,
+        instruction: String,
+        command: String,
+        code: i32,
+        output: Vec<String>,
+    },
+    /// The sandbox of a RUN could not be started or failed on its own.
+    #[error("{location}: {instruction}: {source}")]
+    Sandbox {
+        location: String,
+        instruction: String,
+        source: kiln_runner::Error,
+    },
+    /// A USER that the root filesystem does not define (or that is malformed).
+    #[error("{location}: {source}")]
+    User {
+        location: String,
+        source: kiln_runner::user::UserError,
+    },
+    /// Something a Dockerfile asks for that kiln cannot do (yet), with where it was asked.
+    #[error("{location}: {message}")]
+    Unsupported { location: String, message: String },
+    /// An error of the step at `location` (`Dockerfile:LINE`).
+    #[error("{location}: {source}")]
+    At {
+        location: String,
+        source: Box<Error>,
+    },
+    /// Another stage of the build failed first; this one stopped.
+    #[error("build cancelled: another stage failed")]
+    Cancelled,
+    /// A worker thread of the build died.
+    #[error("internal error: the {0} thread panicked")]
+    Thread(&'static str),
+}
+
+/// The last lines of a failed step's output, indented under its message.
+fn output_tail(lines: &[String]) -> String {
+    let mut out = String::new();
+    if !lines.is_empty() {
+        out.push_str("\noutput (last lines):");
+        for line in lines {
+            out.push_str("\n  ");
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 impl Error {

@@ -695,7 +695,7 @@ fn refuse_variable_in_from(value: &str, what: &str) -> Result<()> {
 }
 
 /// The heredoc delimiter a source word refers to: `<<EOF`, `<<-EOF`, `<<"EOF"`, `3<<EOF`.
-fn heredoc_reference(word: &str) -> Option<&str> {
+pub fn heredoc_reference(word: &str) -> Option<&str> {
     let rest = word.trim_start_matches(|c: char| c.is_ascii_digit());
     let rest = rest.strip_prefix("<<")?;
     let rest = rest.strip_prefix('-').unwrap_or(rest);

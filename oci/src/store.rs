@@ -178,14 +178,38 @@ impl Store {
                 };
                 if file.try_lock().is_ok() {
                     // Dead owner: remove its directory first, then the lock, while we hold it.
-                    remove_any(&tmp.join(stem));
-                    let _ = fs::remove_file(&path);
+                    // A mount it left behind (a killed `run`) is detached first: removing
+                    // through it would delete whatever it shows. If one cannot be detached,
+                    // everything stays for a later sweep.
+                    let dir = tmp.join(stem);
+                    if mountinfo::detach_below(&dir) {
+                        remove_any(&dir);
+                        let _ = fs::remove_file(&path);
+                    }
                 }
-            } else if !tmp.join(format!("{name}.lock")).exists() {
+            } else if !tmp.join(format!("{name}.lock")).exists() && mountinfo::detach_below(&path) {
                 remove_any(&path);
             }
         }
         Ok(())
+    }
+
+    /// Whether another kiln process (or another handle in this one) has this store open: its
+    /// tmp lock is held. What it is doing is unknown, so debris that cannot be told from work in
+    /// progress (half-applied snapshots) is only swept when this is false.
+    pub fn other_users_alive(&self) -> Result<bool> {
+        let tmp = self.root.join("tmp");
+        let ours = self.proc_tmp.dir.with_extension("lock");
+        for entry in fs::read_dir(&tmp).at(&tmp)? {
+            let path = entry.at(&tmp)?.path();
+            if path == ours || path.extension().is_none_or(|e| e != "lock") {
+                continue;
+            }
+            if File::open(&path).is_ok_and(|f| f.try_lock().is_err()) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Blocks until no other process holds `lock` exclusively; held around blob commits.
@@ -687,6 +711,102 @@ fn remove_any(path: &Path) {
     }
 }
 
+/// The mount table of this process's mount namespace, for the sweeps: a killed process can leave
+/// mounts in the store that must be detached before their directories are removed, and the
+/// collector must see which snapshots are mounted.
+pub mod mountinfo {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::{Path, PathBuf};
+
+    /// One line of `/proc/self/mountinfo`.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Mount {
+        pub mount_point: PathBuf,
+        pub fs_type: String,
+        /// Filesystem-specific options (overlay: `lowerdir=…,upperdir=…`), still escaped: values
+        /// may contain separators only in their `\ooo` form.
+        pub super_options: String,
+    }
+
+    /// This namespace's mounts; an unreadable table (no /proc) reads as empty.
+    pub fn read() -> Vec<Mount> {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|text| parse(&text))
+            .unwrap_or_default()
+    }
+
+    /// Parses mountinfo text: `id parent dev root mount-point options [tags…] - type source
+    /// super-options`. Malformed lines are skipped.
+    pub fn parse(text: &str) -> Vec<Mount> {
+        text.lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let mount_point = fields.get(4)?;
+                let dash = fields.iter().position(|f| *f == "-")?;
+                Some(Mount {
+                    mount_point: PathBuf::from(unescape(mount_point)),
+                    fs_type: fields.get(dash + 1)?.to_string(),
+                    super_options: fields.get(dash + 3).unwrap_or(&"").to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// The kernel writes separators and blanks inside names as `\ooo` (octal).
+    pub fn unescape(text: &str) -> String {
+        let b = text.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'\\'
+                && i + 3 < b.len()
+                && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+            {
+                let value = b[i + 1..i + 4]
+                    .iter()
+                    .fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                // Three octal digits can exceed a byte (\777); the kernel never writes those.
+                out.push(value as u8);
+                i += 4;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Lazily detaches every mount at or below `dir`, deepest first. True when none is left
+    /// (so the directory can be removed without reaching through a mount).
+    pub fn detach_below(dir: &Path) -> bool {
+        let Ok(dir) = std::fs::canonicalize(dir) else {
+            // Gone already, or unreachable: nothing can be mounted on it through this path.
+            return true;
+        };
+        let below = |m: &Mount| m.mount_point.starts_with(&dir);
+        let mut points: Vec<PathBuf> = read()
+            .into_iter()
+            .filter(below)
+            .map(|m| m.mount_point)
+            .collect();
+        if points.is_empty() {
+            return true;
+        }
+        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for point in &points {
+            let Ok(c) = CString::new(point.as_os_str().as_bytes()) else {
+                continue;
+            };
+            // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+            unsafe {
+                libc::umount2(c.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW);
+            }
+        }
+        !read().iter().any(below)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -799,6 +919,35 @@ mod tests {
         drop(second);
         drop(first);
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn mountinfo_lines_are_parsed_and_unescaped() {
+        let text = "36 35 98:0 / /mnt/a\\040b rw,noatime master:1 - overlay overlay rw,lowerdir=/l\\054x:/m,upperdir=/u\n\
+                    garbage\n";
+        let mounts = mountinfo::parse(text);
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].mount_point, Path::new("/mnt/a b"));
+        assert_eq!(mounts[0].fs_type, "overlay");
+        assert_eq!(
+            mounts[0].super_options,
+            "rw,lowerdir=/l\\054x:/m,upperdir=/u"
+        );
+        assert_eq!(mountinfo::unescape("/l\\054x"), "/l,x");
+        // Nothing is mounted below a fresh directory: nothing to detach, safe to remove.
+        let dir = tempfile::tempdir().unwrap();
+        assert!(mountinfo::detach_below(dir.path()));
+    }
+
+    #[test]
+    fn other_users_are_seen_while_their_handle_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Store::open(dir.path()).unwrap();
+        assert!(!a.other_users_alive().unwrap());
+        let b = Store::open(dir.path()).unwrap();
+        assert!(a.other_users_alive().unwrap());
+        drop(b);
+        assert!(!a.other_users_alive().unwrap());
     }
 
     #[test]

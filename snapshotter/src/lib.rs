@@ -44,6 +44,7 @@ mod chain;
 mod copy;
 mod diff;
 mod error;
+pub mod gc;
 mod mount;
 mod paths;
 mod privilege;
@@ -60,5 +61,6 @@ pub use error::{Error, Result};
 pub use mount::{
     KernelMounter, MountPlan, Mounter, OverlayMount, OverlayOptions, is_mounted, plan_legacy_mount,
 };
+pub use paths::{RelPath, Root, fd_path, list_dir, remove_all_at, type_at};
 pub use snapshotter::{ActiveSnapshot, Backend, Committed, Snapshotter, SnapshotterOptions};
-pub use xattr::XattrNamespace;
+pub use xattr::{XattrNamespace, is_overlay_internal, list as list_xattrs, set as set_xattr};

@@ -342,33 +342,9 @@ pub fn is_mounted(path: &Path) -> bool {
     let Ok(path) = fs::canonicalize(path).or_else(|_| std::path::absolute(path)) else {
         return false;
     };
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|mp| Path::new(&unescape_mountinfo(mp)) == path)
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    kiln_oci::store::mountinfo::read()
+        .iter()
+        .any(|m| m.mount_point == path)
 }
 
 #[cfg(test)]
@@ -436,12 +412,5 @@ mod tests {
                 .data
                 .ends_with(",redirect_dir=nofollow,userxattr")
         );
-    }
-
-    #[test]
-    fn mountinfo_unescaping() {
-        assert_eq!(unescape_mountinfo(r"/a\040b\134c"), "/a b\\c");
-        assert_eq!(unescape_mountinfo(r"/tmp/x\011y"), "/tmp/x\ty");
-        assert!(is_mounted(Path::new("/")));
     }
 }

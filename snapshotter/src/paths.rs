@@ -21,13 +21,13 @@ const PATH_MAX: usize = 4096;
 /// A cleaned, root-relative entry name: no empty, `.` or `..` components; each component a valid
 /// file name. The empty list is the root itself.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct RelPath(Vec<OsString>);
+pub struct RelPath(Vec<OsString>);
 
 impl RelPath {
     /// Cleans a tar entry name the way docker does (leading `/` and `./` dropped, `a/../b` is
     /// `b`), but refuses names whose `..` climb above the root: such an entry can only be an
     /// attack, and silently clamping it would write somewhere the archive did not say.
-    pub(crate) fn parse(name: &[u8]) -> Result<Self, String> {
+    pub fn parse(name: &[u8]) -> Result<Self, String> {
         if name.len() > PATH_MAX {
             return Err(format!(
                 "name is {} bytes long; Linux paths are at most {PATH_MAX}",
@@ -56,24 +56,24 @@ impl RelPath {
         Ok(RelPath(comps))
     }
 
-    pub(crate) fn root() -> Self {
+    pub fn root() -> Self {
         RelPath(Vec::new())
     }
 
     /// Splits into parent and final component; None for the root.
-    pub(crate) fn split_last(&self) -> Option<(RelPath, &OsStr)> {
+    pub fn split_last(&self) -> Option<(RelPath, &OsStr)> {
         let (last, parent) = self.0.split_last()?;
         Some((RelPath(parent.to_vec()), last.as_os_str()))
     }
 
-    pub(crate) fn join(&self, name: &OsStr) -> RelPath {
+    pub fn join(&self, name: &OsStr) -> RelPath {
         let mut v = self.0.clone();
         v.push(name.to_owned());
         RelPath(v)
     }
 
     /// A relative path (`.` for the root), suitable for `openat2` and messages.
-    pub(crate) fn to_path(&self) -> PathBuf {
+    pub fn to_path(&self) -> PathBuf {
         if self.0.is_empty() {
             PathBuf::from(".")
         } else {
@@ -81,19 +81,19 @@ impl RelPath {
         }
     }
 
-    pub(crate) fn components(&self) -> &[OsString] {
+    pub fn components(&self) -> &[OsString] {
         &self.0
     }
 }
 
 /// An open directory that every resolution is confined to.
-pub(crate) struct Root {
+pub struct Root {
     fd: OwnedFd,
     path: PathBuf,
 }
 
 impl Root {
-    pub(crate) fn open(path: &Path) -> io::Result<Root> {
+    pub fn open(path: &Path) -> io::Result<Root> {
         let fd = rustix::fs::open(
             path,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -105,21 +105,22 @@ impl Root {
         })
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// Opens the directory `rel` (symlinks followed, but only ever inside the root).
-    pub(crate) fn open_dir(&self, rel: &RelPath) -> io::Result<OwnedFd> {
+    pub fn open_dir(&self, rel: &RelPath) -> io::Result<OwnedFd> {
         self.open_in_root(&rel.to_path(), OFlags::PATH | OFlags::DIRECTORY)
     }
 
     /// Opens `rel` for reading entries (a directory descriptor that `Dir` can list).
-    pub(crate) fn open_dir_readable(&self, rel: &RelPath) -> io::Result<OwnedFd> {
+    pub fn open_dir_readable(&self, rel: &RelPath) -> io::Result<OwnedFd> {
         self.open_in_root(&rel.to_path(), OFlags::RDONLY | OFlags::DIRECTORY)
     }
 
-    fn open_in_root(&self, path: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+    /// Opens `path` (relative to the root) with `flags`, following symlinks only inside the root.
+    pub fn open_in_root(&self, path: &Path, flags: OFlags) -> io::Result<OwnedFd> {
         // EAGAIN means a concurrent rename raced the lookup; the kernel asks us to retry.
         let mut tries = 0;
         loop {
@@ -139,7 +140,14 @@ impl Root {
     /// Opens directory `rel`, creating missing components (mode 0755, as docker does for parents
     /// a layer does not list). Each missing component is created with `mkdirat` on the resolved
     /// descriptor of its parent, so creation is confined exactly like lookup.
-    pub(crate) fn make_dirs(&self, rel: &RelPath) -> io::Result<OwnedFd> {
+    pub fn make_dirs(&self, rel: &RelPath) -> io::Result<OwnedFd> {
+        self.make_dirs_owned(rel, None)
+    }
+
+    /// As [`Root::make_dirs`], giving each directory it creates to `owner` (uid, gid); those
+    /// that exist are left as they are. Without root the owner cannot be given away, and the
+    /// directories stay the caller's (what a rootless build maps the image's root to).
+    pub fn make_dirs_owned(&self, rel: &RelPath, owner: Option<(u32, u32)>) -> io::Result<OwnedFd> {
         match self.open_dir(rel) {
             Err(e) if Errno::from_io_error(&e) == Some(Errno::NOENT) => {}
             r => return r,
@@ -151,7 +159,12 @@ impl Root {
                 Ok(fd) => fd,
                 Err(e) if Errno::from_io_error(&e) == Some(Errno::NOENT) => {
                     match rustix::fs::mkdirat(&fd, &rel.0[i], Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
+                        Ok(()) => {
+                            if let Some((uid, gid)) = owner {
+                                chown_created(&fd, &rel.0[i], uid, gid)?;
+                            }
+                        }
+                        Err(Errno::EXIST) => {}
                         Err(e) => return Err(e.into()),
                     }
                     self.open_dir(&prefix)?
@@ -163,8 +176,22 @@ impl Root {
     }
 }
 
+fn chown_created(dir: &OwnedFd, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
+    match rustix::fs::chownat(
+        dir,
+        name,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    ) {
+        Ok(()) => Ok(()),
+        Err(Errno::PERM) if !rustix::process::geteuid().is_root() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The file type of `name` in `dir`, without following it; None when it does not exist.
-pub(crate) fn type_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<FileType>> {
+pub fn type_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<FileType>> {
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
         Err(Errno::NOENT) => Ok(None),
@@ -174,7 +201,7 @@ pub(crate) fn type_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<Fi
 
 /// Removes `name` in `dir` and, if it is a directory, everything below it. Never follows
 /// symlinks; a missing `name` is not an error.
-pub(crate) fn remove_all_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+pub fn remove_all_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     match type_at(dir, name)? {
         None => Ok(()),
         Some(FileType::Directory) => {
@@ -221,7 +248,7 @@ fn open_subdir_for_listing(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Owne
 }
 
 /// The names in a readable directory, without `.` and `..`, sorted.
-pub(crate) fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
+pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
     let mut d = rustix::fs::Dir::read_from(dir)?;
     let mut names = Vec::new();
     while let Some(ent) = d.read() {
@@ -245,7 +272,7 @@ fn ignore_missing(r: rustix::io::Result<()>) -> io::Result<()> {
 /// A path through `/proc/self/fd` naming `name` inside the already-resolved directory `dir`.
 /// Used for the calls that have no `*at` form (`lsetxattr`); the parent is a resolved
 /// descriptor and `name` a single component that the `l*` call does not follow.
-pub(crate) fn fd_path(dir: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
+pub fn fd_path(dir: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
     use std::os::fd::AsRawFd;
     let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
     if !name.is_empty() {

@@ -9,6 +9,10 @@
 //! snapshots/.active-*         prepared snapshots: upper, work, merged (or a working copy)
 //! ```
 //!
+//! A snapshot that outlives its process (a stopped container's changes) is prepared under a
+//! directory its owner chooses ([`Snapshotter::prepare_at`]), with the same layout, and kept
+//! there unmounted ([`ActiveSnapshot::unmount_keep`]) until diffed or removed.
+//!
 //! A snapshot appears under its final name only by `rename`, after its layer was applied and
 //! verified against its diff-id, so a killed apply never leaves half a snapshot that later
 //! builds would trust.
@@ -362,6 +366,20 @@ impl Snapshotter {
             .tempdir_in(&self.inner.dir)
             .map_err(|e| Error::io("creating a temporary directory in", &self.inner.dir, e))?
             .keep();
+        self.prepare_in(parent, dir)
+    }
+
+    /// As [`Snapshotter::prepare`], with the snapshot's directories (upper, work and mount point,
+    /// or the working copy) under `dir`, which must not exist yet; its parent must, on the
+    /// store's filesystem. Meant for snapshots that outlive one process: see
+    /// [`ActiveSnapshot::unmount_keep`], [`Snapshotter::diff_kept`] and
+    /// [`Snapshotter::remove_kept`].
+    pub fn prepare_at(&self, parent: Option<&ChainId>, dir: &Path) -> Result<ActiveSnapshot> {
+        fs::create_dir(dir).map_err(|e| Error::io("creating", dir, e))?;
+        self.prepare_in(parent, dir.to_path_buf())
+    }
+
+    fn prepare_in(&self, parent: Option<&ChainId>, dir: PathBuf) -> Result<ActiveSnapshot> {
         let mut active = ActiveSnapshot {
             snapshotter: self.clone(),
             parent: parent.cloned(),
@@ -378,6 +396,77 @@ impl Snapshotter {
         Ok(active)
     }
 
+    /// Writes the changes of a snapshot kept by [`ActiveSnapshot::unmount_keep`] in `dir`, made
+    /// on `parent`, as an uncompressed layer tar into `out`.
+    pub fn diff_kept(
+        &self,
+        dir: &Path,
+        parent: Option<&ChainId>,
+        out: impl Write,
+        opts: &DiffOptions,
+    ) -> Result<DiffStats> {
+        let merged = dir.join(MERGED);
+        if is_mounted(&merged) {
+            return Err(Error::Mount {
+                op: "diffing",
+                target: merged,
+                hint: Some("the snapshot is still mounted (in use)".into()),
+                source: io::Error::from(io::ErrorKind::ResourceBusy),
+            });
+        }
+        // The layout tells which backend made it, whatever this snapshotter uses now.
+        let upper = dir.join(UPPER);
+        if upper.is_dir() {
+            return diff::diff_upper(&upper, out, opts);
+        }
+        let work = dir.join(COPY_WORK);
+        if !work.is_dir() {
+            return Err(Error::io(
+                "diffing",
+                dir,
+                io::Error::other("not a kept snapshot: it has neither an upper layer nor a copy"),
+            ));
+        }
+        let Some(parent) = parent else {
+            return diff::write_tree(&work, out, opts);
+        };
+        // A copy is compared with the flattened chain it was copied from.
+        let lower = self.inner.dir.join(parent.hex()).join("flat");
+        if !lower.is_dir() {
+            return Err(Error::UnknownSnapshot(parent.to_string()));
+        }
+        // Directory identities lived only in the process that made the copy; the stamp's
+        // change time is on disk and still spares comparing untouched files.
+        let stamp = lstat_ctime(&dir.join(COPY_STAMP))?;
+        let hints = CopyHints {
+            copied_at: Some(stamp),
+            dirs: Default::default(),
+        };
+        diff::diff_copy(&lower, &work, out, opts, &hints)
+    }
+
+    /// Removes a kept snapshot's directory, unmounting it first if a killed process left it
+    /// mounted.
+    pub fn remove_kept(&self, dir: &Path) -> Result<()> {
+        let merged = dir.join(MERGED);
+        if is_mounted(&merged) {
+            self.inner.mounter.unmount(&merged)?;
+            // Never remove a tree through a live mount: that would delete lower layers' files.
+            if is_mounted(&merged) {
+                return Err(Error::Mount {
+                    op: "unmounting",
+                    target: merged,
+                    hint: Some("still mounted; its directory is left in place".into()),
+                    source: io::Error::from(io::ErrorKind::ResourceBusy),
+                });
+            }
+        }
+        if dir.exists() {
+            remove_tree(dir)?;
+        }
+        Ok(())
+    }
+
     fn prepare_overlay(&self, parent: Option<&ChainId>, dir: &Path) -> Result<State> {
         let mkdir = |name: &str| {
             let p = dir.join(name);
@@ -385,9 +474,9 @@ impl Snapshotter {
                 .map_err(|e| Error::io("creating", &p, e))
                 .map(|()| p)
         };
-        let upper = mkdir("upper")?;
+        let upper = mkdir(UPPER)?;
         let work = mkdir("work")?;
-        let merged = mkdir("merged")?;
+        let merged = mkdir(MERGED)?;
         let scratch = mkdir("links")?;
         let lowers = match parent {
             Some(p) => self
@@ -417,7 +506,7 @@ impl Snapshotter {
     }
 
     fn prepare_copy(&self, parent: Option<&ChainId>, dir: &Path) -> Result<State> {
-        let work = dir.join("work");
+        let work = dir.join(COPY_WORK);
         match parent {
             Some(p) => {
                 copy_tree(&self.existing_dir(p)?, &work)?;
@@ -425,12 +514,24 @@ impl Snapshotter {
             None => fs::create_dir(&work).map_err(|e| Error::io("creating", &work, e))?,
         }
         // Written after the copy: anything changed later has a newer change time than this.
-        let stamp = dir.join("copied");
+        let stamp = dir.join(COPY_STAMP);
         fs::write(&stamp, b"").map_err(|e| Error::io("writing", &stamp, e))?;
         let hints = CopyHints::capture(&work, &stamp)?;
         let lower = parent.map(|p| self.snapshot_dir(p));
         Ok(State::Copy { work, lower, hints })
     }
+}
+
+/// The names inside a prepared snapshot's directory that outlive it when kept.
+const UPPER: &str = "upper";
+const MERGED: &str = "merged";
+const COPY_WORK: &str = "work";
+const COPY_STAMP: &str = "copied";
+
+fn lstat_ctime(path: &Path) -> Result<(i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let md = fs::symlink_metadata(path).map_err(|e| Error::io("reading", path, e))?;
+    Ok((md.ctime(), md.ctime_nsec()))
 }
 
 /// EEXIST or ENOTEMPTY: `rename` found its target directory already there.
@@ -610,7 +711,26 @@ impl ActiveSnapshot {
         self.cleanup()
     }
 
+    /// Unmounts the snapshot but keeps its changes (the upper layer, or the working copy) in
+    /// its directory, which is returned; [`Snapshotter::diff_kept`] turns them into a layer
+    /// later and [`Snapshotter::remove_kept`] discards them.
+    pub fn unmount_keep(mut self) -> Result<PathBuf> {
+        self.unmount()?;
+        self.state = State::Cleaned;
+        // An emptied path makes the drop below find nothing to remove.
+        Ok(std::mem::take(&mut self.dir))
+    }
+
     fn cleanup(&mut self) -> Result<()> {
+        self.unmount()?;
+        self.state = State::Cleaned;
+        if !self.dir.as_os_str().is_empty() && self.dir.exists() {
+            remove_tree(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    fn unmount(&mut self) -> Result<()> {
         if let State::Overlay {
             merged, mounted, ..
         } = &mut self.state
@@ -628,10 +748,6 @@ impl ActiveSnapshot {
                     source: io::Error::from(io::ErrorKind::ResourceBusy),
                 });
             }
-        }
-        self.state = State::Cleaned;
-        if self.dir.exists() {
-            remove_tree(&self.dir)?;
         }
         Ok(())
     }

@@ -11,13 +11,13 @@ use rustix::io::Errno;
 /// Whether an attribute belongs to overlayfs itself (opaque markers, whiteouts, copy-up origin,
 /// redirects…). Such attributes are never copied into a layer and never taken from one: a layer
 /// that carried them could forge overlay state the mount options deliberately turn off.
-pub(crate) fn is_overlay_internal(name: &[u8]) -> bool {
+pub fn is_overlay_internal(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
 }
 
 /// All attributes of `path` (sorted by name), the final component not followed. Filesystems
 /// without xattr support simply have none.
-pub(crate) fn list(path: &Path) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+pub fn list(path: &Path) -> io::Result<Vec<(OsString, Vec<u8>)>> {
     let names = match read_sized(|buf| rustix::fs::llistxattr(path, buf)) {
         Ok(n) => n,
         Err(Errno::NOTSUP) => return Ok(Vec::new()),
@@ -44,7 +44,7 @@ pub(crate) fn get(path: &Path, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
-pub(crate) fn set(path: &Path, name: &OsStr, value: &[u8]) -> io::Result<()> {
+pub fn set(path: &Path, name: &OsStr, value: &[u8]) -> io::Result<()> {
     rustix::fs::lsetxattr(path, name, value, XattrFlags::empty()).map_err(io::Error::from)
 }
 

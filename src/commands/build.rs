@@ -1,20 +1,37 @@
-//! `kiln build`: accepts `docker buildx build`'s flags, reads the Dockerfile and resolves its plan.
-//! Executing the plan (RUN in the sandbox, layers, the image) is not available yet: the command
-//! says so plainly after checking everything it can check.
+//! `kiln build`: accepts `docker buildx build`'s flags, turns them into a
+//! `kiln_builder::BuildRequest`, runs the build with the chosen progress display and writes the
+//! results: the image id on stdout (or a `result` object in rawjson mode), `--iidfile`,
+//! `--metadata-file` and every `--output`.
 
-use super::dockerfile;
-use super::plan::PlanInputs;
+mod context;
+mod output;
+mod scratch;
+
+use crate::commands::{Access, open_store};
 use crate::error::{CliError, CliResult};
+use crate::progress::{Mode, Progress};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use kiln_builder::events::EventSink;
+use kiln_builder::{BuildOutcome, BuildRequest};
+use kiln_grammar::plan::{PlanOptions, Platform};
+use kiln_oci::{Compression, Image, Reference, Store};
+use kiln_runner::Network;
+use output::Output;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use super::plan::PlanInputs;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// The build context: a directory, or `-` for a tar archive on stdin.
+    /// The build context: a directory, or `-` for a tar archive on stdin (or, instead of a tar,
+    /// a Dockerfile, with an empty context).
     #[arg(value_name = "CONTEXT")]
     pub context: String,
-    /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads it from stdin).
+    /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads it from stdin). Relative to the
+    /// working directory, or, with a context tar on stdin, a path inside the tar.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<String>,
     /// Name and optionally tag the image (`name:tag`); repeatable.
@@ -40,7 +57,8 @@ pub struct BuildArgs {
     /// The target platform; only the native one is supported.
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
-    /// Where to put the result: `type=local|tar|oci|docker[,dest=PATH]`.
+    /// Where to put the result besides the store: `type=local,dest=DIR` (or just `DIR`),
+    /// `type=tar|oci|docker,dest=FILE|-`, `type=image[,name=N]`; repeatable.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
     /// Write the image id (`sha256:…`) to this file.
@@ -52,8 +70,13 @@ pub struct BuildArgs {
     /// Print only the image id on success.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Progress output: auto, plain, tty, quiet.
-    #[arg(long, value_name = "MODE", default_value = "auto")]
+    /// Progress output: auto, plain, tty, quiet or rawjson (JSON lines on stdout).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "auto",
+        env = "BUILDKIT_PROGRESS"
+    )]
     pub progress: String,
     /// Layer compression: gzip (default) or zstd.
     #[arg(long, value_name = "ALGO", default_value = "gzip")]
@@ -123,40 +146,273 @@ impl BuildxOnly {
 }
 
 impl BuildArgs {
-    /// The Dockerfile path: `-f` as given (relative to the working directory, like docker), else
-    /// `CONTEXT/Dockerfile`.
-    fn dockerfile_path(&self) -> CliResult<String> {
-        match &self.file {
-            Some(file) => Ok(file.clone()),
-            None if self.context == "-" => Err(CliError::Usage {
-                message: "with the context on stdin, the Dockerfile must be named with -f".into(),
-                hint: Some("pass -f PATH/Dockerfile, or a context directory".into()),
+    /// Flags kiln accepts (scripts written for buildx pass them) but cannot honour yet: refused
+    /// before anything runs, rather than silently building something else.
+    fn refuse_unsupported(&self) -> CliResult<()> {
+        let unsupported = [
+            (
+                "--secret",
+                !self.secrets.is_empty(),
+                "RUN --mount=type=secret",
+            ),
+            ("--ssh", !self.ssh.is_empty(), "RUN --mount=type=ssh"),
+            (
+                "--cache-from",
+                !self.cache_from.is_empty(),
+                "importing build cache",
+            ),
+            (
+                "--cache-to",
+                !self.cache_to.is_empty(),
+                "exporting build cache",
+            ),
+            ("--push", self.push, "pushing to a registry"),
+        ];
+        for (flag, given, what) in unsupported {
+            if given {
+                return Err(CliError::Unsupported {
+                    message: format!("{flag}: {what} is not supported yet"),
+                    hint: Some(match flag {
+                        "--push" => {
+                            "build into the store, then send the image with `kiln save`".into()
+                        }
+                        _ => format!("build without {flag}"),
+                    }),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `--platform`: kiln runs RUN steps natively, so only the native platform can be built.
+    fn platform(&self) -> CliResult<Platform> {
+        let native = Platform::native();
+        let Some(spec) = self.platform.as_deref().filter(|s| !s.is_empty()) else {
+            return Ok(native);
+        };
+        let wanted: Vec<&str> = spec.split(',').map(str::trim).collect();
+        if wanted.len() > 1 {
+            return Err(CliError::Unsupported {
+                message: format!("--platform {spec}: multi-platform builds are not supported"),
+                hint: Some(format!("build for one platform: --platform {native}")),
+            });
+        }
+        let platform = Platform::parse(wanted[0]).map_err(|e| CliError::Usage {
+            message: format!("--platform: {e}"),
+            hint: Some(format!("this machine builds {native}")),
+        })?;
+        // A variant left out means the native one (`linux/arm` on an arm/v7 machine).
+        let same = platform.os == native.os
+            && platform.architecture == native.architecture
+            && (platform.variant.is_none() || platform.variant == native.variant);
+        if !same {
+            return Err(CliError::Unsupported {
+                message: format!(
+                    "--platform {spec}: kiln builds only for the platform it runs on ({native}); \
+                     emulation is not supported"
+                ),
+                hint: Some(format!("drop --platform, or pass --platform {native}")),
+            });
+        }
+        Ok(native)
+    }
+
+    fn network(&self) -> CliResult<Network> {
+        match self.network.as_deref() {
+            None | Some("default") | Some("host") => Ok(Network::Host),
+            Some("none") => Ok(Network::None),
+            Some(other) => Err(CliError::Usage {
+                message: format!("unknown --network {other:?}"),
+                hint: Some("RUN steps use host (the default) or none".into()),
             }),
-            None => Ok(Path::new(&self.context)
-                .join("Dockerfile")
-                .to_string_lossy()
-                .into_owned()),
+        }
+    }
+
+    /// `--label K=V`; `--label K` sets an empty value, as docker does.
+    fn labels(&self) -> CliResult<BTreeMap<String, String>> {
+        let mut labels = BTreeMap::new();
+        for raw in &self.labels {
+            let (key, value) = raw.split_once('=').unwrap_or((raw, ""));
+            if key.is_empty() {
+                return Err(CliError::Usage {
+                    message: format!("invalid --label {raw:?}: the name is empty"),
+                    hint: Some("write --label NAME=VALUE".into()),
+                });
+            }
+            labels.insert(key.to_string(), value.to_string());
+        }
+        Ok(labels)
+    }
+}
+
+/// `-t` values and `type=image,name=…` names, normalised (`name:tag`), without repeats.
+fn tags(args: &BuildArgs, outputs: &[Output]) -> CliResult<Vec<Reference>> {
+    let mut tags: Vec<Reference> = Vec::new();
+    for text in &args.tags {
+        let reference = Reference::parse(text)?;
+        if reference.digest().is_some() {
+            return Err(CliError::usage(format!(
+                "-t {text}: a tag cannot contain a digest; use NAME[:TAG]"
+            )));
+        }
+        tags.push(reference.with_default_tag());
+    }
+    tags.extend(outputs.iter().flat_map(|o| o.image_names().iter().cloned()));
+    let mut seen = std::collections::BTreeSet::new();
+    tags.retain(|t| seen.insert(t.to_string()));
+    Ok(tags)
+}
+
+pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
+    args.buildx_only.warn_ignored();
+    // Everything the command line can refuse is refused before the context is read.
+    args.refuse_unsupported()?;
+    let platform = args.platform()?;
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|spec| Output::parse(spec))
+        .collect::<CliResult<Vec<_>>>()?;
+    output::check_all(&outputs)?;
+    let mode = Mode::select(&args.progress, args.quiet, std::io::stderr().is_terminal())?;
+    let stdout_taken = outputs.iter().any(Output::writes_stdout);
+    if stdout_taken && mode.uses_stdout() {
+        return Err(CliError::Usage {
+            message: "--progress=rawjson writes to stdout, which an --output with dest=- uses"
+                .into(),
+            hint: Some("write that output to a file with dest=FILE".into()),
+        });
+    }
+    let tags = tags(&args, &outputs)?;
+    let compression = Compression::parse(&args.compression).map_err(|e| CliError::Usage {
+        message: format!("--compression: {e}"),
+        hint: None,
+    })?;
+    let network = args.network()?;
+    let labels = args.labels()?;
+    let plan = PlanOptions {
+        target: args.plan.target.clone(),
+        build_args: args.plan.build_args()?,
+        platform,
+    };
+
+    // Swept before the solver opens the store itself: the sweep skips when another user of the
+    // store is alive, and the solver's handle would count as one.
+    let store = open_store(root, Access::Write)?;
+    let store_root = store.root().to_path_buf();
+    let context = context::prepare(&store, &args.context, args.file.as_deref())?;
+    let request = BuildRequest {
+        store_root,
+        context: context.dir.clone(),
+        dockerfile_path: context.dockerfile_path.clone(),
+        dockerfile_name: context.dockerfile.name.clone(),
+        dockerfile: context.dockerfile.text.clone(),
+        plan,
+        tags: tags.iter().map(Reference::to_string).collect(),
+        labels,
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        pull: args.pull,
+        network,
+        compression,
+    };
+
+    let progress = Progress::new(mode.display());
+    let finished = build_and_export(&store, &request, &tags, &outputs, &progress).and_then(
+        |(outcome, image)| {
+            if let Some(path) = &args.iidfile {
+                output::write_file_atomically(path, |out| {
+                    out.write_all(outcome.image_id.as_bytes())
+                        .map_err(|e| CliError::io(path, e))
+                })?;
+            }
+            if let Some(path) = &args.metadata_file {
+                let json = metadata(&outcome, &image)?;
+                output::write_file_atomically(path, |out| {
+                    out.write_all(json.as_bytes())
+                        .map_err(|e| CliError::io(path, e))
+                })?;
+            }
+            Ok(outcome)
+        },
+    );
+    drop(context);
+    match finished {
+        Ok(outcome) => {
+            progress.finish(Some(&outcome));
+            // The image id is the command's result: on stdout unless stdout carries an
+            // archive, or JSON lines (where the `result` object says it).
+            if !stdout_taken && !mode.uses_stdout() {
+                super::print_stdout(&format!("{}\n", outcome.image_id))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            progress.finish(None);
+            Err(err)
         }
     }
 }
 
-pub fn run(_root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
-    args.buildx_only.warn_ignored();
-    if args.context != "-" && !Path::new(&args.context).is_dir() {
-        return Err(CliError::Usage {
-            message: format!("build context {:?} is not a directory", args.context),
-            hint: Some("pass the directory holding your sources, for example `.`".into()),
-        });
+/// Runs the build, then writes every `--output` of the image it produced, each as a step of
+/// the progress display.
+fn build_and_export(
+    store: &Store,
+    request: &BuildRequest,
+    tags: &[Reference],
+    outputs: &[Output],
+    progress: &Progress,
+) -> CliResult<(BuildOutcome, Image)> {
+    let outcome = kiln_builder::build(request, progress as &dyn EventSink)?;
+    let image = store.find_image(&outcome.image_id)?;
+    progress.step("exporting to image").run(|step| {
+        step.log(format!("writing image {} done", outcome.image_id));
+        for tag in &outcome.tags {
+            step.log(format!("naming to {tag} done"));
+        }
+        Ok(())
+    })?;
+    for output in outputs {
+        if let Output::Image { .. } = output {
+            continue;
+        }
+        progress
+            .step(output.title())
+            .run(|step| output.export(store, &image, tags, step))?;
     }
-    let source = dockerfile::read(&args.dockerfile_path()?)?;
-    let plan = args.plan.resolve(&source)?;
-    let stages = plan.stages.len();
-    Err(CliError::Unsupported {
-        message: format!(
-            "{}: parsed and planned ({stages} stage{} to build), but this version of kiln cannot execute builds yet",
-            source.name,
-            if stages == 1 { "" } else { "s" }
-        ),
-        hint: Some("`kiln plan` shows the resolved stage graph".into()),
-    })
+    Ok((outcome, image))
+}
+
+/// `--metadata-file`: buildx's keys for the image exporter.
+fn metadata(outcome: &BuildOutcome, image: &Image) -> CliResult<String> {
+    let mut map = serde_json::Map::new();
+    map.insert(
+        "containerimage.config.digest".into(),
+        outcome.image_id.clone().into(),
+    );
+    map.insert(
+        "containerimage.digest".into(),
+        outcome.manifest_digest.clone().into(),
+    );
+    let media_type = image
+        .manifest
+        .media_type()
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".into());
+    map.insert(
+        "containerimage.descriptor".into(),
+        serde_json::json!({
+            "mediaType": media_type,
+            "digest": outcome.manifest_digest,
+            "size": image.manifest_size,
+        }),
+    );
+    if !outcome.tags.is_empty() {
+        map.insert("image.name".into(), outcome.tags.join(",").into());
+    }
+    let mut json = serde_json::to_string_pretty(&serde_json::Value::Object(map))
+        .map_err(|e| CliError::usage(format!("cannot encode the metadata: {e}")))?;
+    json.push('\n');
+    Ok(json)
 }

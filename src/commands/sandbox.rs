@@ -1,11 +1,11 @@
 //! `kiln sandbox`: runs one command in the sandbox over a root filesystem directory, with
-//! `docker run`'s flags and exit statuses. Hidden: it is the tool to test and debug the runner,
-//! and the base `kiln run IMAGE` is built on.
+//! `docker run`'s flags and exit statuses. Hidden: it is the tool to test and debug the runner.
+//! Its flags and their mapping to a [`Spec`] are the ones `kiln run IMAGE` uses.
 
 use crate::error::{CliError, CliResult};
 use clap::{Args, ValueEnum};
-use kiln_runner::{BindMount, Limits, Network, Spec, Streams, TmpfsMount};
-use std::path::PathBuf;
+use kiln_runner::{BindMount, Limits, Network, Outcome, Spec, Streams, TmpfsMount};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,21 +14,34 @@ pub struct SandboxArgs {
     /// The root filesystem directory.
     #[arg(long, value_name = "DIR")]
     pub rootfs: PathBuf,
+    #[command(flatten)]
+    pub flags: SandboxFlags,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// The flags `kiln sandbox` and `kiln run` share, with `docker run`'s names and meanings.
+#[derive(Debug, Args)]
+pub struct SandboxFlags {
     /// Set an environment variable (KEY=VALUE, or KEY to pass kiln's own value).
     #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE or KEY lines; # starts a comment).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
     /// Working directory inside the sandbox (created when missing).
-    #[arg(short = 'w', long = "workdir", value_name = "DIR", default_value = "/")]
-    pub workdir: PathBuf,
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
     /// User to run as: name|uid[:group|gid].
-    #[arg(short = 'u', long = "user", value_name = "USER", default_value = "")]
-    pub user: String,
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
     /// Network: a private one with only loopback, or the host's.
     #[arg(long, value_enum, default_value_t = NetworkArg::None)]
     pub network: NetworkArg,
     /// Hostname inside the sandbox.
-    #[arg(long, default_value = "kiln")]
-    pub hostname: String,
+    #[arg(long)]
+    pub hostname: Option<String>,
     /// Bind mount HOST:CONTAINER[:ro].
     #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     pub volumes: Vec<String>,
@@ -56,9 +69,27 @@ pub struct SandboxArgs {
     /// Seconds between a forwarded SIGINT/SIGTERM and SIGKILL.
     #[arg(long = "stop-timeout", value_name = "SECONDS", default_value_t = 10)]
     pub stop_timeout: u64,
-    /// The command and its arguments.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
-    pub command: Vec<String>,
+}
+
+/// What applies when a flag is not given: docker's defaults, or an image's config.
+#[derive(Debug, Clone)]
+pub struct SpecDefaults {
+    /// Environment entries that `--env-file` and `-e` override key by key.
+    pub env: Vec<String>,
+    pub workdir: PathBuf,
+    pub user: String,
+    pub hostname: String,
+}
+
+impl Default for SpecDefaults {
+    fn default() -> Self {
+        SpecDefaults {
+            env: Vec::new(),
+            workdir: PathBuf::from("/"),
+            user: String::new(),
+            hostname: "kiln".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -113,65 +144,103 @@ fn parse_volume(spec: &str) -> CliResult<BindMount> {
     })
 }
 
-fn build_spec(args: SandboxArgs) -> CliResult<Spec> {
-    let rootfs = std::fs::canonicalize(&args.rootfs).map_err(|e| CliError::io(&args.rootfs, e))?;
-    // As with `docker run`, `-e KEY` passes the variable's value from kiln's environment,
-    // and nothing when it is unset.
-    let mut env: Vec<String> = args
-        .env
-        .into_iter()
-        .filter_map(|entry| {
-            if entry.contains('=') {
-                Some(entry)
-            } else {
-                std::env::var(&entry).ok().map(|v| format!("{entry}={v}"))
-            }
-        })
-        .collect();
-    // `docker run` tells the process its hostname.
-    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
-        env.insert(0, format!("HOSTNAME={}", args.hostname));
+/// `KEY` alone takes the value from kiln's own environment, and nothing when it is unset, as
+/// `docker run -e KEY` does.
+fn resolve_env(entry: String) -> Option<String> {
+    if entry.contains('=') {
+        Some(entry)
+    } else {
+        std::env::var(&entry).ok().map(|v| format!("{entry}={v}"))
     }
-    let mounts = args
-        .volumes
-        .iter()
-        .map(|v| parse_volume(v))
-        .collect::<CliResult<Vec<_>>>()?;
-    let mut spec = Spec::new(rootfs, args.command);
-    spec.env = env;
-    spec.cwd = args.workdir;
-    spec.user = args.user;
-    spec.hostname = args.hostname;
-    spec.network = match args.network {
-        NetworkArg::None => Network::None,
-        NetworkArg::Host => Network::Host,
-    };
-    spec.mounts = mounts;
-    spec.tmpfs = args
-        .tmpfs
-        .into_iter()
-        .map(|target| TmpfsMount {
-            target,
-            size: None,
-            mode: None,
-        })
-        .collect();
-    spec.limits = Limits {
-        memory: args.memory,
-        cpus: args.cpus,
-        pids: args.pids_limit,
-    };
-    spec.tty = args.tty;
-    spec.init = args.init;
-    spec.stdin = args.interactive;
-    spec.stop_timeout = Duration::from_secs(args.stop_timeout);
-    Ok(spec)
 }
 
-pub fn run(args: SandboxArgs) -> CliResult<ExitCode> {
-    let spec = build_spec(args)?;
-    let sandbox = kiln_runner::spawn(&spec, Streams::default())?;
-    // `kill -INT <kiln>` must stop the sandbox the way Ctrl-C does.
+/// docker's env-file format: one `KEY=VALUE` or `KEY` per line; blank lines and lines starting
+/// with `#` are skipped; values are taken literally (no quotes, no expansion).
+fn read_env_file(path: &Path) -> CliResult<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = line.split_once('=').map_or(line, |(k, _)| k);
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(CliError::Usage {
+                message: format!(
+                    "{}:{}: {key:?} is not a valid variable name",
+                    path.display(),
+                    n + 1
+                ),
+                hint: Some("write KEY=VALUE or KEY, one per line".into()),
+            });
+        }
+        out.extend(resolve_env(line.to_string()));
+    }
+    Ok(out)
+}
+
+impl SandboxFlags {
+    /// The spec to run `argv` over `rootfs` with these flags; what they leave unset comes from
+    /// `defaults`.
+    pub fn into_spec(
+        self,
+        rootfs: PathBuf,
+        argv: Vec<String>,
+        defaults: SpecDefaults,
+    ) -> CliResult<Spec> {
+        let hostname = self.hostname.unwrap_or(defaults.hostname);
+        // Later entries win key by key: the image's, then env files, then `-e`.
+        let mut env = defaults.env;
+        for file in &self.env_file {
+            env.extend(read_env_file(file)?);
+        }
+        env.extend(self.env.into_iter().filter_map(resolve_env));
+        // `docker run` tells the process its hostname.
+        if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+            env.insert(0, format!("HOSTNAME={hostname}"));
+        }
+        let mounts = self
+            .volumes
+            .iter()
+            .map(|v| parse_volume(v))
+            .collect::<CliResult<Vec<_>>>()?;
+        let mut spec = Spec::new(rootfs, argv);
+        spec.env = env;
+        spec.cwd = self.workdir.unwrap_or(defaults.workdir);
+        spec.user = self.user.unwrap_or(defaults.user);
+        spec.hostname = hostname;
+        spec.network = match self.network {
+            NetworkArg::None => Network::None,
+            NetworkArg::Host => Network::Host,
+        };
+        spec.mounts = mounts;
+        spec.tmpfs = self
+            .tmpfs
+            .into_iter()
+            .map(|target| TmpfsMount {
+                target,
+                size: None,
+                mode: None,
+            })
+            .collect();
+        spec.limits = Limits {
+            memory: self.memory,
+            cpus: self.cpus,
+            pids: self.pids_limit,
+        };
+        spec.tty = self.tty;
+        spec.init = self.init;
+        spec.stdin = self.interactive;
+        spec.stop_timeout = Duration::from_secs(self.stop_timeout);
+        Ok(spec)
+    }
+}
+
+/// Runs `spec` in the foreground: Ctrl-C and `kill -TERM <kiln>` reach the sandbox the way
+/// they would reach a process started directly.
+pub fn run_in_foreground(spec: &Spec) -> CliResult<Outcome> {
+    let sandbox = kiln_runner::spawn(spec, Streams::default())?;
     let forwarding = sandbox.forward_signals()?;
     let outcome = sandbox.wait();
     drop(forwarding);
@@ -179,7 +248,21 @@ pub fn run(args: SandboxArgs) -> CliResult<ExitCode> {
     if outcome.oom_killed {
         eprintln!("kiln: the process was killed for exceeding the memory limit");
     }
-    Ok(ExitCode::from(outcome.status.code().clamp(0, 255) as u8))
+    Ok(outcome)
+}
+
+/// The exit status `docker run` gives for an outcome: the process's own, 128+n for a signal.
+pub fn exit_code(outcome: &Outcome) -> u8 {
+    outcome.status.code().clamp(0, 255) as u8
+}
+
+pub fn run(args: SandboxArgs) -> CliResult<ExitCode> {
+    let rootfs = std::fs::canonicalize(&args.rootfs).map_err(|e| CliError::io(&args.rootfs, e))?;
+    let spec = args
+        .flags
+        .into_spec(rootfs, args.command, SpecDefaults::default())?;
+    let outcome = run_in_foreground(&spec)?;
+    Ok(ExitCode::from(exit_code(&outcome)))
 }
 
 #[cfg(test)]
@@ -195,6 +278,59 @@ mod tests {
         assert!(parse_size("12q").is_err());
         assert!(parse_size("m").is_err());
         assert!(parse_size("99999999999999999999g").is_err());
+    }
+
+    #[test]
+    fn env_files_read_like_docker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("env");
+        std::fs::write(
+            &file,
+            "# c\n\nA=1\n  B=two words\nKILN_TEST_UNSET_VAR\nC=\n",
+        )
+        .expect("write");
+        assert_eq!(
+            read_env_file(&file).expect("env file"),
+            ["A=1", "B=two words", "C="]
+        );
+        std::fs::write(&file, "BAD KEY=1\n").expect("write");
+        assert!(read_env_file(&file).is_err());
+        std::fs::write(&file, "=1\n").expect("write");
+        assert!(read_env_file(&file).is_err());
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let flags = SandboxFlags {
+            env: vec!["A=flag".into()],
+            env_file: Vec::new(),
+            workdir: None,
+            user: Some("nobody".into()),
+            network: NetworkArg::None,
+            hostname: None,
+            volumes: Vec::new(),
+            tmpfs: Vec::new(),
+            init: false,
+            tty: false,
+            interactive: false,
+            memory: None,
+            cpus: None,
+            pids_limit: None,
+            stop_timeout: 10,
+        };
+        let defaults = SpecDefaults {
+            env: vec!["A=image".into(), "B=image".into()],
+            workdir: "/srv".into(),
+            user: "root".into(),
+            hostname: "abc".into(),
+        };
+        let spec = flags
+            .into_spec("/r".into(), vec!["true".into()], defaults)
+            .expect("spec");
+        assert_eq!(spec.env, ["HOSTNAME=abc", "A=image", "B=image", "A=flag"]);
+        assert_eq!(spec.cwd, PathBuf::from("/srv"));
+        assert_eq!(spec.user, "nobody");
+        assert_eq!(spec.hostname, "abc");
     }
 
     #[test]

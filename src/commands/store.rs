@@ -1,15 +1,17 @@
 //! The image store commands: `import`, `load`, `save`, `images`, `tag`, `rmi`, `inspect`,
 //! `history`, `prune` and `fsck`, with docker's names, flags and output.
 
-mod human;
+pub(crate) mod human;
 mod listing;
 
+use crate::commands::{Access, open_store};
 use crate::error::{CliError, CliResult};
 use clap::{Args, Subcommand};
 use kiln_oci::archive::{self, ArchiveFormat, SaveItem};
 use kiln_oci::gc::{self, GcParticipant, PruneOptions};
 use kiln_oci::image::{import_layer, import_rootfs};
 use kiln_oci::{Compression, LayerOptions, LayerWriter, Reference, Store};
+use kiln_snapshotter::gc::{CacheRecords, GcError, SnapshotGc, Sweep, sweep_debris};
 use kiln_snapshotter::{DiffOptions, write_tree};
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
@@ -36,7 +38,7 @@ pub enum StoreCommand {
     History(HistoryArgs),
     /// Remove dangling images and unreferenced content from the store.
     Prune(PruneArgs),
-    /// Verify every blob in the store and every image's completeness.
+    /// Verify every blob, every image's completeness, every snapshot and every cache record.
     Fsck(FsckArgs),
 }
 
@@ -144,7 +146,8 @@ pub struct PruneArgs {
 
 #[derive(Debug, Args)]
 pub struct FsckArgs {
-    /// Remove corrupt blobs and the index entries of images whose content is incomplete.
+    /// Remove corrupt blobs, the index entries of images whose content is incomplete, broken
+    /// snapshots (with those stacked on them) and cache records naming missing blobs.
     #[arg(long)]
     pub repair: bool,
 }
@@ -158,9 +161,27 @@ impl From<kiln_oci::Error> for CliError {
     }
 }
 
+impl From<GcError> for CliError {
+    fn from(error: GcError) -> Self {
+        match error {
+            GcError::Snapshot(e) => CliError::Snapshot(e),
+            GcError::Store(e) => e.into(),
+            GcError::Io { path, source, .. } => CliError::io(path, source),
+        }
+    }
+}
+
 pub fn run(root: &Option<PathBuf>, command: StoreCommand) -> CliResult<ExitCode> {
-    let root = root.clone().unwrap_or_else(kiln_oci::default_root);
-    let store = Store::open(&root)?;
+    // Prune sweeps by itself, to say when it could not.
+    let access = match &command {
+        StoreCommand::Import(_)
+        | StoreCommand::Load(_)
+        | StoreCommand::Tag(_)
+        | StoreCommand::Rmi(_) => Access::Write,
+        StoreCommand::Fsck(args) if args.repair => Access::Write,
+        _ => Access::Read,
+    };
+    let store = open_store(root, access)?;
     match command {
         StoreCommand::Import(args) => import(&store, args),
         StoreCommand::Load(args) => load(&store, args),
@@ -203,7 +224,7 @@ fn print(text: &str) -> CliResult<ExitCode> {
 }
 
 /// A name to tag an image with: `name[:tag]`; a digest names content and cannot be assigned.
-fn parse_reference(text: &str) -> CliResult<Reference> {
+pub(crate) fn parse_reference(text: &str) -> CliResult<Reference> {
     let reference = Reference::parse(text)?;
     if reference.digest().is_some() {
         return Err(CliError::usage(format!(
@@ -213,7 +234,7 @@ fn parse_reference(text: &str) -> CliResult<Reference> {
     Ok(reference.with_default_tag())
 }
 
-fn layer_options(compression: &str) -> CliResult<LayerOptions> {
+pub(crate) fn layer_options(compression: &str) -> CliResult<LayerOptions> {
     Ok(LayerOptions {
         compression: Compression::parse(compression).map_err(|e| CliError::usage(e.to_string()))?,
         threads: 0,
@@ -389,8 +410,15 @@ fn inspect(store: &Store, args: InspectArgs) -> CliResult<ExitCode> {
 /// Components that own other parts of the store (snapshots, build cache) join the collection
 /// here by implementing `kiln_oci::gc::GcParticipant`; their roots keep layers alive and
 /// `--all` / `--keep-storage` reach them through `reclaim`.
-fn gc_participants(_store: &Store) -> Vec<Box<dyn GcParticipant>> {
-    Vec::new()
+///
+/// Snapshots come first: under a size cap they are the cheapest to lose (re-extracted from
+/// their layers on the next use), while a cache record saves re-running a step. Whether a
+/// record keeps its snapshot depends only on the record's blobs, not on this order.
+fn gc_participants(store: &Store) -> Vec<Box<dyn GcParticipant + '_>> {
+    vec![
+        Box::new(SnapshotGc::new(store)),
+        Box::new(CacheRecords::new(store)),
+    ]
 }
 
 fn prune(store: &Store, args: PruneArgs) -> CliResult<ExitCode> {
@@ -400,6 +428,11 @@ fn prune(store: &Store, args: PruneArgs) -> CliResult<ExitCode> {
         .map(human::parse_size)
         .transpose()
         .map_err(CliError::usage)?;
+    if sweep_debris(store)? == Sweep::Busy {
+        eprintln!(
+            "note: other kiln processes are using the store; their unfinished snapshots were left alone"
+        );
+    }
     let mut participants = gc_participants(store);
     let mut refs: Vec<&mut dyn GcParticipant> = participants
         .iter_mut()
@@ -436,7 +469,12 @@ fn prune(store: &Store, args: PruneArgs) -> CliResult<ExitCode> {
 
 fn fsck(store: &Store, args: FsckArgs) -> CliResult<ExitCode> {
     let report = gc::fsck(store, args.repair)?;
-    let mut text = format!("checked {} blobs\n", report.blobs_checked);
+    // After the blobs: a record whose blob was just removed as corrupt is repaired too.
+    let state = kiln_snapshotter::gc::fsck(store, args.repair)?;
+    let mut text = format!(
+        "checked {} blobs, {} snapshots, {} cache records\n",
+        report.blobs_checked, state.snapshots_checked, state.records_checked
+    );
     for digest in &report.corrupt {
         text.push_str(&format!("corrupt: {digest}\n"));
     }
@@ -449,14 +487,21 @@ fn fsck(store: &Store, args: FsckArgs) -> CliResult<ExitCode> {
     for image in &report.broken_images {
         text.push_str(&format!("broken image: {image}\n"));
     }
-    for action in &report.repaired {
+    for finding in &state.broken {
+        text.push_str(&format!("broken: {}: {}\n", finding.item, finding.problem));
+    }
+    for finding in &state.warnings {
+        text.push_str(&format!("warning: {}: {}\n", finding.item, finding.problem));
+    }
+    for action in report.repaired.iter().chain(&state.repaired) {
         text.push_str(&format!("repaired: {action}\n"));
     }
-    if report.is_clean() {
+    let clean = report.is_clean() && state.is_clean();
+    if clean {
         text.push_str("store is consistent\n");
     }
     print(&text)?;
-    if report.is_clean() || args.repair {
+    if clean || args.repair {
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!("error: the store has problems; `kiln fsck --repair` removes what is damaged");

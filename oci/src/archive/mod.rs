@@ -213,7 +213,6 @@ impl Staging {
     }
 }
 
-
 fn truncated(e: io::Error) -> Error {
     Error::archive(format!(
         "cannot read the archive (truncated or not a tar?): {e}"

@@ -1,0 +1,452 @@
+//! Writing a selection into a destination root. Every parent directory is reached through the
+//! snapshotter's `openat2(RESOLVE_IN_ROOT)` resolver, and the final component is always acted on
+//! relative to that resolved parent without following it, so an image's `/usr -> /` or
+//! `../../x` symlinks cannot send a write outside the root.
+
+use super::archive;
+use super::{
+    CopySpec, CopyStats, Item, ItemKind, ItemSource, Owner, Selection, SourceRoot, select,
+};
+use crate::error::{Error, Result};
+use kiln_snapshotter::{
+    ApplyOptions, RelPath, Root, WhiteoutMode, apply_layer, fd_path, is_overlay_internal,
+    list_xattrs, remove_all_at, set_xattr, type_at,
+};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+use rustix::io::Errno;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+pub(super) fn apply(sel: &Selection, dest_root: &Path, users_root: &Path) -> Result<CopyStats> {
+    let chown = sel
+        .chown
+        .as_deref()
+        .map(|c| Owner::resolve(c, Some(users_root)))
+        .transpose()?;
+    // Canonical, so that paths the kernel reports for descriptors can be made relative to it.
+    let canonical_root = std::fs::canonicalize(dest_root).map_err(|e| Error::io(dest_root, e))?;
+    let root = Root::open(&canonical_root).map_err(|e| Error::io(dest_root, e))?;
+    // Only root can give files away; a rootless build (root in its user namespace) is root here.
+    let can_chown = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
+    let mut w = Writer {
+        root,
+        canonical_root,
+        chown,
+        can_chown,
+        links: HashMap::new(),
+        dirs: Vec::new(),
+        stats: CopyStats::default(),
+    };
+    for item in &sel.items {
+        w.write(sel, item)?;
+    }
+    w.finish()?;
+    Ok(w.stats)
+}
+
+struct Writer {
+    root: Root,
+    canonical_root: std::path::PathBuf,
+    chown: Option<Owner>,
+    can_chown: bool,
+    /// Source (device, inode) of multiply-linked files already written → their destination.
+    links: HashMap<(u64, u64), RelPath>,
+    /// Directories whose mode and times are set once nothing more is written into them.
+    dirs: Vec<(RelPath, u32, Option<Timestamps>)>,
+    stats: CopyStats,
+}
+
+fn rel_of(dest: &str) -> Result<RelPath> {
+    RelPath::parse(dest.as_bytes()).map_err(|reason| Error::CopyInvalid {
+        instruction: "COPY",
+        reason: format!("destination {dest:?}: {reason}"),
+    })
+}
+
+/// `rel` as an absolute path inside the destination, for messages and nested copies.
+fn shown(rel: &RelPath) -> String {
+    if rel.components().is_empty() {
+        "/".to_string()
+    } else {
+        format!("/{}", rel.to_path().display())
+    }
+}
+
+impl Writer {
+    fn err(&self, rel: &RelPath, what: &str, e: impl Into<io::Error>) -> Error {
+        Error::io(
+            &self.root.path().join(rel.to_path()),
+            io::Error::other(format!("{what}: {}", e.into())),
+        )
+    }
+
+    fn write(&mut self, sel: &Selection, item: &Item) -> Result<()> {
+        let mut rel = rel_of(&item.dest)?;
+        if let Some(name) = &item.into_dir_name {
+            // fsutil resolves a destination written without a trailing `/` (inside the root):
+            // an existing directory there receives the file, an existing symlink to a file has
+            // its target replaced.
+            if self.root.open_dir(&rel).is_ok() {
+                rel = rel.join(OsStr::new(name));
+            } else if let Some(target) = self.symlink_target(&rel) {
+                rel = target;
+            }
+        }
+        let (uid, gid) = item.owner(sel, self.chown);
+        if item.created_parent {
+            self.ensure_dirs(&rel, (uid, gid))?;
+            return Ok(());
+        }
+        if item.kind == ItemKind::Archive {
+            return self.extract(sel, item, &rel);
+        }
+        let Some((parent, name)) = rel.split_last() else {
+            return Err(Error::CopyInvalid {
+                instruction: "COPY",
+                reason: "cannot replace the root directory with a file".into(),
+            });
+        };
+        let parent_owner = self.chown.map_or((0, 0), |o| (o.uid, o.gid));
+        let dir = self.ensure_dirs(&parent, parent_owner)?;
+        let existing = type_at(dir.as_fd(), name).map_err(|e| self.err(&rel, "inspecting", e))?;
+        let mode = item.final_mode(sel.chmod.as_ref());
+        let source_meta = match &item.source {
+            ItemSource::Path(p) => Some(std::fs::symlink_metadata(p).map_err(|e| Error::io(p, e))?),
+            _ => None,
+        };
+        match &item.kind {
+            ItemKind::Dir => {
+                match existing {
+                    Some(FileType::Directory) => {}
+                    Some(_) => {
+                        remove_all_at(dir.as_fd(), name)
+                            .map_err(|e| self.err(&rel, "replacing", e))?;
+                        self.mkdir(dir.as_fd(), name, &rel)?;
+                    }
+                    None => self.mkdir(dir.as_fd(), name, &rel)?,
+                }
+                self.set_owner(dir.as_fd(), name, &rel, (uid, gid))?;
+                self.copy_xattrs(&item.source, dir.as_fd(), name, &rel)?;
+                // Mode and times once the children are in: a read-only or non-searchable mode
+                // would stop a rootless copy from writing them, and each child changes mtime.
+                self.dirs
+                    .push((rel.clone(), mode, source_meta.as_ref().map(times_of)));
+                self.stats.dirs += 1;
+            }
+            ItemKind::File => {
+                if existing == Some(FileType::Directory) {
+                    return Err(Error::CopyInvalid {
+                        instruction: "COPY",
+                        reason: format!("cannot replace directory {} with a file", shown(&rel)),
+                    });
+                }
+                if existing.is_some() {
+                    rustix::fs::unlinkat(&dir, name, AtFlags::empty())
+                        .map_err(|e| self.err(&rel, "replacing", e))?;
+                }
+                if let Some(meta) = &source_meta
+                    && meta.nlink() > 1
+                {
+                    let key = (meta.dev(), meta.ino());
+                    if let Some(first) = self.links.get(&key).cloned() {
+                        return self.hard_link(&first, dir.as_fd(), name, &rel);
+                    }
+                    self.links.insert(key, rel.clone());
+                }
+                let fd = rustix::fs::openat(
+                    &dir,
+                    name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| self.err(&rel, "creating file", e))?;
+                let mut out = File::from(fd);
+                let bytes = match &item.source {
+                    ItemSource::Path(p) => {
+                        let mut from = std::fs::OpenOptions::new()
+                            .read(true)
+                            .custom_flags_nofollow()
+                            .open(p)
+                            .map_err(|e| Error::io(p, e))?;
+                        io::copy(&mut from, &mut out).map_err(|e| self.err(&rel, "writing", e))?
+                    }
+                    ItemSource::Inline(text) => {
+                        out.write_all(text.as_bytes())
+                            .map_err(|e| self.err(&rel, "writing", e))?;
+                        text.len() as u64
+                    }
+                    ItemSource::None => 0,
+                };
+                self.stats.bytes += bytes;
+                // Owner before mode: chown clears set-id bits.
+                if self.can_chown {
+                    rustix::fs::fchown(&out, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                        .map_err(|e| self.err(&rel, "setting owner", e))?;
+                }
+                // After the owner (chown drops file capabilities), before a read-only mode.
+                self.copy_xattrs(&item.source, dir.as_fd(), name, &rel)?;
+                rustix::fs::fchmod(&out, Mode::from_raw_mode(mode))
+                    .map_err(|e| self.err(&rel, "setting mode", e))?;
+                if let Some(meta) = &source_meta {
+                    rustix::fs::futimens(&out, &times_of(meta))
+                        .map_err(|e| self.err(&rel, "setting times", e))?;
+                }
+                self.stats.files += 1;
+            }
+            ItemKind::Symlink(target) => {
+                match existing {
+                    Some(FileType::Directory) => {
+                        return Err(Error::CopyInvalid {
+                            instruction: "COPY",
+                            reason: format!(
+                                "cannot replace directory {} with a symlink",
+                                shown(&rel)
+                            ),
+                        });
+                    }
+                    Some(_) => rustix::fs::unlinkat(&dir, name, AtFlags::empty())
+                        .map_err(|e| self.err(&rel, "replacing", e))?,
+                    None => {}
+                }
+                rustix::fs::symlinkat(target.as_str(), &dir, name)
+                    .map_err(|e| self.err(&rel, "creating symlink", e))?;
+                self.set_owner(dir.as_fd(), name, &rel, (uid, gid))?;
+                if let Some(meta) = &source_meta {
+                    rustix::fs::utimensat(&dir, name, &times_of(meta), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| self.err(&rel, "setting times", e))?;
+                }
+                self.stats.symlinks += 1;
+            }
+            ItemKind::Archive => {}
+        }
+        Ok(())
+    }
+
+    /// Where the symlink at `rel` leads, resolved inside the root; None when `rel` is not a
+    /// symlink or leads nowhere that exists (the link itself is then replaced).
+    fn symlink_target(&self, rel: &RelPath) -> Option<RelPath> {
+        let (parent, name) = rel.split_last()?;
+        let dir = self.root.open_dir(&parent).ok()?;
+        if type_at(dir.as_fd(), name).ok()?? != FileType::Symlink {
+            return None;
+        }
+        let fd = self.root.open_in_root(&rel.to_path(), OFlags::PATH).ok()?;
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+        let inside = real.strip_prefix(&self.canonical_root).ok()?;
+        RelPath::parse(inside.as_os_str().as_bytes()).ok()
+    }
+
+    /// Extended attributes of the source (file capabilities, ACLs, `user.*`), as fsutil's
+    /// copy keeps them. overlayfs's own attributes are never copied; attributes this process may
+    /// not set (privileged namespaces without root) or that the filesystem does not support are
+    /// skipped, as a layer apply skips them.
+    fn copy_xattrs(
+        &self,
+        source: &ItemSource,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        rel: &RelPath,
+    ) -> Result<()> {
+        let ItemSource::Path(src) = source else {
+            return Ok(());
+        };
+        let attrs = list_xattrs(src).map_err(|e| Error::io(src, e))?;
+        let target = fd_path(dir, name);
+        for (key, value) in attrs {
+            if is_overlay_internal(key.as_bytes()) {
+                continue;
+            }
+            if let Err(e) = set_xattr(&target, &key, &value) {
+                match Errno::from_io_error(&e) {
+                    Some(Errno::NOTSUP) => continue,
+                    Some(Errno::PERM) if !self.can_chown => continue,
+                    _ => return Err(self.err(rel, "setting extended attribute", e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn mkdir(&self, dir: BorrowedFd<'_>, name: &OsStr, rel: &RelPath) -> Result<()> {
+        rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755))
+            .map_err(|e| self.err(rel, "creating directory", e))
+    }
+
+    fn set_owner(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        rel: &RelPath,
+        (uid, gid): (u32, u32),
+    ) -> Result<()> {
+        if !self.can_chown {
+            return Ok(());
+        }
+        rustix::fs::chownat(
+            dir,
+            name,
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.err(rel, "setting owner", e))
+    }
+
+    fn hard_link(
+        &mut self,
+        first: &RelPath,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        rel: &RelPath,
+    ) -> Result<()> {
+        let Some((fparent, fname)) = first.split_last() else {
+            return Ok(());
+        };
+        let fdir = self
+            .root
+            .open_dir(&fparent)
+            .map_err(|e| self.err(first, "opening hard link target", e))?;
+        rustix::fs::linkat(&fdir, fname, dir, name, AtFlags::empty())
+            .map_err(|e| self.err(rel, "creating hard link", e))?;
+        self.stats.hardlinks += 1;
+        Ok(())
+    }
+
+    /// Open directory `rel`, creating missing components inside the root (0755, owned by
+    /// `owner`, as fsutil's `MkdirAll` with the copy's chown).
+    fn ensure_dirs(&self, rel: &RelPath, owner: (u32, u32)) -> Result<OwnedFd> {
+        let mut existing = 0;
+        let mut prefix = RelPath::root();
+        for comp in rel.components() {
+            prefix = prefix.join(comp);
+            if self.root.open_dir(&prefix).is_err() {
+                break;
+            }
+            existing += 1;
+        }
+        let fd = self
+            .root
+            .make_dirs(rel)
+            .map_err(|e| match Errno::from_io_error(&e) {
+                Some(Errno::NOTDIR) | Some(Errno::EXIST) => Error::CopyInvalid {
+                    instruction: "COPY",
+                    reason: format!(
+                        "cannot create directory {}: a file is in the way",
+                        shown(rel)
+                    ),
+                },
+                _ => self.err(rel, "creating directory", e),
+            })?;
+        let mut parent = RelPath::root();
+        for (i, comp) in rel.components().iter().enumerate() {
+            if i >= existing {
+                let pfd = self
+                    .root
+                    .open_dir(&parent)
+                    .map_err(|e| self.err(&parent, "opening", e))?;
+                self.set_owner(pfd.as_fd(), comp, &parent.join(comp), owner)?;
+            }
+            parent = parent.join(comp);
+        }
+        Ok(fd)
+    }
+
+    /// ADD of a local archive: extracted (root-confined, by the snapshotter) into a private
+    /// directory, then copied in like a `--from` directory, keeping the archive's owners unless
+    /// `--chown` says otherwise.
+    fn extract(&mut self, sel: &Selection, item: &Item, rel: &RelPath) -> Result<()> {
+        let ItemSource::Path(path) = &item.source else {
+            return Ok(());
+        };
+        let staging = tempfile::tempdir().map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+        let reader = archive::open_decompressed(path)?;
+        apply_layer(
+            reader,
+            staging.path(),
+            &ApplyOptions::new(WhiteoutMode::Delete),
+        )
+        .map_err(|e| Error::CopyInvalid {
+            instruction: "ADD",
+            reason: format!("extracting {}: {e}", path.display()),
+        })?;
+        let spec = CopySpec {
+            sources: vec!["/".into()],
+            dest: format!("{}/", shown(rel)),
+            workdir: "/".into(),
+            chown: sel.chown.clone(),
+            ..CopySpec::default()
+        };
+        let inner = select::select(&spec, &SourceRoot::Dir(staging.path()))?;
+        for it in &inner.items {
+            self.write(&inner, it)?;
+        }
+        self.stats.archives += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let mut dirs = std::mem::take(&mut self.dirs);
+        // Deepest first: a parent's mode may take away the access its children still need.
+        dirs.sort_by(|a, b| b.0.cmp(&a.0));
+        for (rel, mode, times) in dirs {
+            let Some((parent, name)) = rel.split_last() else {
+                continue;
+            };
+            let dir = self
+                .root
+                .open_dir(&parent)
+                .map_err(|e| self.err(&rel, "opening", e))?;
+            if type_at(dir.as_fd(), name).map_err(|e| self.err(&rel, "inspecting", e))?
+                != Some(FileType::Directory)
+            {
+                // A later source replaced it.
+                continue;
+            }
+            rustix::fs::chmodat(&dir, name, Mode::from_raw_mode(mode), AtFlags::empty())
+                .map_err(|e| self.err(&rel, "setting mode", e))?;
+            if let Some(times) = times {
+                rustix::fs::utimensat(&dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| self.err(&rel, "setting times", e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn times_of(meta: &std::fs::Metadata) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec(),
+        },
+        last_modification: Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec(),
+        },
+    }
+}
+
+/// Opening a source file never follows a symlink in its final component: the selection
+/// already resolved what had to be followed.
+trait NoFollow {
+    fn custom_flags_nofollow(&mut self) -> &mut Self;
+}
+
+impl NoFollow for std::fs::OpenOptions {
+    fn custom_flags_nofollow(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(OFlags::NOFOLLOW.bits() as i32)
+    }
+}

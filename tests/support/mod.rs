@@ -1,0 +1,71 @@
+//! What kiln's end-to-end tests share: the binary under test, prerequisites that skip locally but
+//! fail under `CI=true`, and the offline busybox fixture.
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The `kiln` binary built for these tests.
+pub const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Whether a prerequisite is there. Missing, it fails the test under `CI=true` (a skipped test
+/// there would hide a missing feature) and skips it, saying why, otherwise.
+pub fn require(present: bool, what: &str) -> bool {
+    if !present {
+        assert!(!in_ci(), "prerequisite missing under CI=true: {what}");
+        eprintln!("skipping: {what}");
+    }
+    present
+}
+
+pub fn is_root() -> bool {
+    effective_uid() == Some(0)
+}
+
+/// The effective uid, as `/proc/self/status` gives it.
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+pub fn have_tool(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs `testdata/busybox-rootfs.sh` with `args`; false (after [`require`]) when it fails.
+fn busybox_fixture(args: &[&std::ffi::OsStr]) -> bool {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/busybox-rootfs.sh");
+    let out = Command::new("bash").arg(&script).args(args).output();
+    let (ok, why) = match out {
+        Ok(out) => (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ),
+        Err(e) => (false, e.to_string()),
+    };
+    require(
+        ok,
+        &format!("the busybox fixture (apt-get install busybox-static): {why}"),
+    )
+}
+
+/// Writes the offline busybox root filesystem as a tar at `tar`.
+pub fn busybox_tar(tar: &Path) -> bool {
+    busybox_fixture(&["--tar".as_ref(), tar.as_os_str()])
+}
+
+/// Writes the offline busybox root filesystem as a directory at `dir`.
+pub fn busybox_rootfs(dir: &Path) -> bool {
+    busybox_fixture(&[dir.as_os_str()])
+}
