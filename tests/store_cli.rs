@@ -258,8 +258,39 @@ fn save_and_load_keep_digests() {
     assert!(names.lines().any(|l| l == "repositories"), "{names}");
     assert!(names.lines().any(|l| l.ends_with("/layer.tar")), "{names}");
 
-    // `docker load` needs a daemon that is not running here; podman and docker read
-    // docker-archives the same way skopeo does, so skopeo stands in for them.
+    // `docker load` needs a daemon, which is not running here; podman loads both formats
+    // without one (vfs storage: nothing is mounted), and must see the same image id.
+    if require(have_tool("podman"), "podman") {
+        for format in ["docker", "oci"] {
+            let podman = |args: &[&str]| {
+                let out = Command::new("podman")
+                    .arg("--root")
+                    .arg(env.path("podman-root"))
+                    .arg("--runroot")
+                    .arg(env.path("podman-run"))
+                    .args(["--storage-driver", "vfs"])
+                    .args(args)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "podman {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8(out.stdout).unwrap()
+            };
+            let archive = env.path(&format!("busybox-{format}.tar"));
+            podman(&["load", "-i", archive.to_str().unwrap()]);
+            let ids = podman(&["images", "--no-trunc", "--format", "{{.ID}}"]);
+            let id = original["Id"].as_str().unwrap();
+            assert!(
+                ids.lines().any(|l| id.ends_with(l.trim_start_matches("sha256:"))),
+                "{format}: podman sees {ids:?}, kiln wrote {id}"
+            );
+        }
+    }
+
+    // skopeo reads docker-archives as docker and podman do.
     if require(have_tool("skopeo"), "skopeo") {
         let out = Command::new("skopeo")
             .arg("inspect")
