@@ -6,7 +6,7 @@ mod containers;
 mod error;
 mod progress;
 
-use clap::{Parser, Subcommand};
+use clap::{ColorChoice, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -46,12 +46,16 @@ pub enum Command {
     /// Run a command in the sandbox over a root filesystem directory (for testing and debugging).
     #[command(hide = true)]
     Sandbox(commands::sandbox::SandboxArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
+    Completion(commands::completion::CompletionArgs),
+    /// Print kiln's man page, or write the pages of all commands into a directory.
+    Man(commands::completion::ManArgs),
 }
 
 fn main() -> ExitCode {
     // The sandbox re-executes this binary as its helper; that must happen before anything else.
     kiln_runner::helper_main_if_requested();
-    let cli = Cli::parse();
+    let cli = parse_args();
     let outcome = match cli.command {
         Command::Build(args) => commands::build::run(&cli.root, *args),
         Command::Parse(args) => commands::parse::run(args),
@@ -70,6 +74,8 @@ fn main() -> ExitCode {
         ),
         Command::Container(command) => commands::container::run(&cli.root, command),
         Command::Sandbox(args) => commands::sandbox::run(args),
+        Command::Completion(args) => commands::completion::completion(args),
+        Command::Man(args) => commands::completion::man(args),
     };
     match outcome {
         Ok(code) => code,
@@ -78,4 +84,16 @@ fn main() -> ExitCode {
             err.exit_code()
         }
     }
+}
+
+/// Parse the command line, with help and usage errors uncoloured when `NO_COLOR` is set and not
+/// empty (https://no-color.org): the same rule the progress display follows, stated here rather
+/// than left to whichever terminal detection clap's output stream does.
+fn parse_args() -> Cli {
+    let mut command = Cli::command();
+    if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+        command = command.color(ColorChoice::Never);
+    }
+    let matches = command.get_matches_mut();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.format(&mut command).exit())
 }

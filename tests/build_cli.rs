@@ -479,7 +479,7 @@ fn unsupported_and_bad_flags_exit_2_with_a_reason() {
     };
     let cases: &[(&[&str], &str)] = &[
         (&["--secret", "id=token,src=t"], "--secret"),
-        (&["--ssh", "default"], "--ssh"),
+        (&["--ssh", "default=/nonexistent/agent.sock"], "--ssh"),
         (&["--cache-from", "type=local,src=c"], "--cache-from"),
         (&["--cache-to", "type=local,dest=c"], "--cache-to"),
         (&["--push"], "--push"),

@@ -284,7 +284,8 @@ fn save_and_load_keep_digests() {
             let ids = podman(&["images", "--no-trunc", "--format", "{{.ID}}"]);
             let id = original["Id"].as_str().unwrap();
             assert!(
-                ids.lines().any(|l| id.ends_with(l.trim_start_matches("sha256:"))),
+                ids.lines()
+                    .any(|l| id.ends_with(l.trim_start_matches("sha256:"))),
                 "{format}: podman sees {ids:?}, kiln wrote {id}"
             );
         }

@@ -94,6 +94,18 @@ pub enum Error {
         location: String,
         source: kiln_runner::user::UserError,
     },
+    /// A secret or SSH agent mount the build cannot give the step (required but not given,
+    /// unreadable). Names the id, never a value.
+    #[error("{location}: {message}")]
+    MountSource { location: String, message: String },
+    /// An ONBUILD trigger of the stage's base image (or stage) that could not be parsed or
+    /// failed; `location` is the stage's FROM.
+    #[error("{location}: ONBUILD trigger {trigger:?} from the base's ONBUILD: {source}")]
+    Trigger {
+        location: String,
+        trigger: String,
+        source: Box<Error>,
+    },
     /// Something a Dockerfile asks for that kiln cannot do (yet), with where it was asked.
     #[error("{location}: {message}")]
     Unsupported { location: String, message: String },

@@ -20,5 +20,5 @@ mod steps;
 mod vertex;
 
 pub use error::{Error, Result};
-pub use request::{BuildOutcome, BuildRequest};
+pub use request::{BuildOutcome, BuildRequest, SecretSource};
 pub use solver::build;

@@ -36,6 +36,20 @@ pub struct BuildRequest {
     pub network: Network,
     /// How layers are compressed (`--compression`).
     pub compression: Compression,
+    /// `--secret`s by id: where `RUN --mount=type=secret` reads each value. Only the source is
+    /// held here; the value is read when a step mounts it.
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// `--ssh` agent sockets by id (`default` for a bare `--ssh default`).
+    pub ssh: BTreeMap<String, PathBuf>,
+}
+
+/// Where a build secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// The content of a file.
+    File(PathBuf),
+    /// The value of an environment variable of the build process.
+    Env(String),
 }
 
 /// What a successful build produced.

@@ -45,7 +45,9 @@ pub fn run(
     let outcome = std::thread::scope(|s| {
         s.spawn(|| relay(out_r, Stream::Stdout, vertex, &tail));
         s.spawn(|| relay(err_r, Stream::Stderr, vertex, &tail));
-        s.spawn(|| {
+        // Polls for cancellation; parked between polls so that the end of the run (which
+        // unparks it) does not wait out a poll interval: that wait would add to every RUN step.
+        let watcher = s.spawn(|| {
             while !finished.load(Ordering::SeqCst) {
                 if cancelled.load(Ordering::SeqCst) {
                     // SIGKILL to the helper: its sandbox dies with it. The helper is our
@@ -59,11 +61,12 @@ pub fn run(
                     }
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::park_timeout(Duration::from_millis(50));
             }
         });
         let outcome = sandbox.wait();
         finished.store(true, Ordering::SeqCst);
+        watcher.thread().unpark();
         outcome
     })?;
     let tail = tail.into_inner().unwrap_or_else(|p| p.into_inner());

@@ -5,9 +5,9 @@
 //! is `Started` with its title (`[build 2/5] RUN make`) and Dockerfile line, may log output
 //! lines, and ends with exactly one of `Cached` (answered from the cache: nothing ran), `Done`
 //! or `Failed`. Config-only instructions (ENV, LABEL, …) are not vertices. `Warning`s carry
-//! what does not stop the build (parser findings, unused build args, ONBUILD triggers that
-//! are not run, the copy snapshotter). Ids are unique within a build, so the events of stages
-//! that build in parallel can interleave.
+//! what does not stop the build (parser findings, unused build args, the copy snapshotter).
+//! Ids are unique within a build, so the events of stages that build in parallel can
+//! interleave.
 //!
 //! Caching: every step has a key (see [`crate::cache_key`]) chained from the base (image id,
 //! `scratch`, or the base stage's last key) through every instruction, config-only ones
@@ -45,7 +45,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildOutc
             ),
         });
     }
-    let plan = plan(&dockerfile, &request.plan).map_err(render)?;
+    let mut plan = plan(&dockerfile, &request.plan).map_err(render)?;
     for warning in &plan.warnings {
         events.emit(Event::Warning {
             message: format!(
@@ -84,6 +84,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildOutc
         .collect::<Result<Vec<_>>>()?;
 
     let store = Store::open(&request.store_root)?;
+    crate::stage::add_trigger_deps(&dockerfile, &request.plan, &mut plan, &store)?;
     let snapshotter = Snapshotter::new(&request.store_root)?;
     if let Backend::Copy { reason } = snapshotter.backend() {
         events.emit(Event::Warning {

@@ -1,10 +1,11 @@
-//! Building one stage: its base (an image, `scratch` or an earlier stage), then each
-//! instruction in order.
+//! Building one stage: its base (an image, `scratch` or an earlier stage), then the base's
+//! ONBUILD triggers, then each instruction in order.
 
 use crate::cache::{Cache, CacheRecord};
-use crate::context::{BuildContext, Entry};
+use crate::cache_key::CacheKey;
+use crate::context::{BuildContext, DigestMemo, Entry};
 use crate::error::{Error, Result};
-use crate::events::{Event, EventSink};
+use crate::events::EventSink;
 use crate::request::BuildRequest;
 use crate::rootfs::unpack_image;
 use crate::state::StageState;
@@ -12,7 +13,8 @@ use crate::steps;
 use crate::vertex::{StepLabel, Vertex};
 use kiln_grammar::ast::Span;
 use kiln_grammar::expand::Lexer;
-use kiln_grammar::plan::{Base, BuildPlan, Stage};
+use kiln_grammar::instructions::InstructionKind;
+use kiln_grammar::plan::{Base, BuildPlan, PlanOptions, Stage};
 use kiln_oci::{ImageConfig, Layer, Reference, Store};
 use kiln_snapshotter::{ChainId, DiffId, Snapshotter};
 use std::collections::BTreeMap;
@@ -69,11 +71,9 @@ impl BuildCtx<'_> {
         Ok(())
     }
 
-    pub fn warn(&self, message: String) {
-        self.events.emit(Event::Warning { message });
-    }
-
-    /// The build context, walked once for the whole build.
+    /// The build context, walked and hashed once for the whole build. Digests are memoised by
+    /// inode metadata in the store (one memo per context directory), so a rebuild of an
+    /// unchanged context stats its files and reads none.
     pub fn context(&self) -> Result<Arc<ContextFiles>> {
         let mut slot = self.context.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(files) = slot.as_ref() {
@@ -83,10 +83,28 @@ impl BuildCtx<'_> {
             &self.request.context,
             self.request.dockerfile_path.as_deref(),
         )?;
-        let entries = context.walk()?;
+        let mut entries = context.walk()?;
+        let memo_path = self.context_memo_path();
+        let memo = DigestMemo::load(&memo_path);
+        context.hash(&mut entries, &memo)?;
+        // Only a cache: a memo that cannot be written costs the next build some reading.
+        let _ = memo.save(&memo_path, &entries);
         let files = Arc::new(ContextFiles { context, entries });
         *slot = Some(files.clone());
         Ok(files)
+    }
+
+    /// `<store>/context-digests/<sha256 of the context's absolute path>`.
+    fn context_memo_path(&self) -> std::path::PathBuf {
+        let dir = std::path::absolute(&self.request.context)
+            .unwrap_or_else(|_| self.request.context.clone());
+        let name = CacheKey::new("context")
+            .instruction(&dir.to_string_lossy())
+            .finish();
+        self.request
+            .store_root
+            .join("context-digests")
+            .join(name.trim_start_matches("sha256:"))
     }
 
     pub fn start_vertex(&self, name: String, line: usize) -> Vertex<'_> {
@@ -187,30 +205,20 @@ pub fn build_stage(
         no_cache,
         label: StepLabel::new(build.plan, stage),
     };
-    let mut state = match (&stage.base, base) {
+    let (mut state, triggers) = match (&stage.base, base) {
         (Base::Image { reference }, _) => from_image(&mut ctx, reference)?,
         (Base::Scratch, _) => {
             let mut state = StageState::new(ImageConfig::for_host(), Vec::new(), None);
             state.cache_key = "scratch".to_string();
-            state
+            (state, Vec::new())
         }
         (Base::Stage { .. }, Some(base)) => {
             let mut state = base.clone();
             state.cmd_set = false;
-            // As with an image, the base stage's triggers are consumed here, not run (yet).
-            if let Some(triggers) = state
-                .container_mut()
-                .on_build
-                .take()
-                .filter(|t| !t.is_empty())
-            {
-                build.warn(format!(
-                    "{}: the base stage has ONBUILD triggers, which kiln does not run yet: {}",
-                    build.location(stage.span),
-                    triggers.join("; ")
-                ));
-            }
-            state
+            // As with an image, the base stage's triggers are consumed by this stage: the
+            // new image's OnBuild is only what this stage sets.
+            let triggers = state.container_mut().on_build.take().unwrap_or_default();
+            (state, triggers)
         }
         (Base::Stage { index }, None) => {
             return Err(Error::Unsupported {
@@ -219,6 +227,14 @@ pub fn build_stage(
             });
         }
     };
+    for trigger in &triggers {
+        build.check_cancelled()?;
+        run_trigger(&mut ctx, &mut state, trigger).map_err(|source| Error::Trigger {
+            location: build.location(stage.span),
+            trigger: trigger.clone(),
+            source: Box::new(source),
+        })?;
+    }
     for instruction in &stage.instructions {
         build.check_cancelled()?;
         steps::dispatch(&mut ctx, &mut state, instruction)?;
@@ -226,8 +242,182 @@ pub fn build_stage(
     Ok(state)
 }
 
+/// Makes the stages that ONBUILD triggers of the planned stages' bases read from (`COPY
+/// --from=NAME`, `RUN --mount=from=NAME`) part of the plan, built before the stage that runs
+/// the trigger. The plan is made from the Dockerfile alone and cannot know a base image's
+/// triggers; BuildKit resolves such names against the current Dockerfile's stages too.
+pub fn add_trigger_deps(
+    dockerfile: &kiln_grammar::ast::Dockerfile,
+    options: &PlanOptions,
+    plan: &mut BuildPlan,
+    store: &Store,
+) -> Result<()> {
+    let mut changed = false;
+    let mut next = 0;
+    // Stages pulled in may have triggered bases of their own: scanned in turn.
+    while next < plan.stages.len() {
+        let stage = &plan.stages[next];
+        next += 1;
+        let triggers = match &stage.base {
+            Base::Image { reference } => store
+                .find_image(reference)
+                .ok()
+                .and_then(|image| image.config.config.and_then(|c| c.on_build))
+                .unwrap_or_default(),
+            Base::Stage { index } => plan
+                .stage(*index)
+                .map(|base| {
+                    base.instructions
+                        .iter()
+                        .filter_map(|i| match &i.kind {
+                            InstructionKind::Onbuild { expression, .. } => Some(expression.clone()),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Base::Scratch => Vec::new(),
+        };
+        let stage_index = stage.index;
+        let names: Vec<String> = triggers.iter().flat_map(|t| trigger_sources(t)).collect();
+        for name in names {
+            let planned = plan.stages.iter().find(|s| match name.parse::<usize>() {
+                Ok(index) => s.index == index,
+                Err(_) => s.name.as_deref() == Some(name.to_lowercase().as_str()),
+            });
+            let dep = match planned {
+                Some(found) => found.index,
+                None => {
+                    // A stage the plan left out: planned on its own and merged in. A name
+                    // that is no stage is an image, which needs nothing built.
+                    let target = PlanOptions {
+                        target: Some(name.clone()),
+                        ..options.clone()
+                    };
+                    let Ok(sub) = kiln_grammar::plan::plan(dockerfile, &target) else {
+                        continue;
+                    };
+                    for extra in sub.stages {
+                        if plan.stage(extra.index).is_none() {
+                            plan.stages.push(extra);
+                        }
+                    }
+                    sub.target
+                }
+            };
+            if dep == stage_index {
+                continue;
+            }
+            if let Some(stage) = plan.stages.iter_mut().find(|s| s.index == stage_index)
+                && !stage.deps.contains(&dep)
+            {
+                stage.deps.push(dep);
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        plan.stages.sort_by_key(|s| s.index);
+        plan.groups = layered(plan)?;
+        plan.order = plan.groups.iter().flatten().copied().collect();
+    }
+    Ok(())
+}
+
+/// The stages in groups that need only earlier groups (deps may now point either way).
+fn layered(plan: &BuildPlan) -> Result<Vec<Vec<usize>>> {
+    let mut placed: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    while placed.len() < plan.stages.len() {
+        let ready: Vec<usize> = plan
+            .stages
+            .iter()
+            .filter(|s| !placed.contains_key(&s.index))
+            .filter(|s| {
+                s.deps
+                    .iter()
+                    .all(|d| placed.contains_key(d) || plan.stage(*d).is_none())
+            })
+            .map(|s| s.index)
+            .collect();
+        if ready.is_empty() {
+            return Err(Error::Unsupported {
+                location: "ONBUILD".to_string(),
+                message: "the stages that ONBUILD triggers copy from depend on each other in \
+                          a cycle"
+                    .to_string(),
+            });
+        }
+        for index in &ready {
+            placed.insert(*index, groups.len());
+        }
+        groups.push(ready);
+    }
+    Ok(groups)
+}
+
+/// The stages or images one trigger reads from: `COPY --from` and `RUN --mount=from=`.
+/// A trigger that does not parse names nothing here; running it reports the error.
+fn trigger_sources(trigger: &str) -> Vec<String> {
+    let Ok(parsed) = kiln_grammar::parse(trigger) else {
+        return Vec::new();
+    };
+    let Some(Ok(instruction)) = parsed
+        .nodes
+        .first()
+        .map(kiln_grammar::instructions::parse_instruction)
+    else {
+        return Vec::new();
+    };
+    match instruction.kind {
+        InstructionKind::Copy(copy) => copy.from.into_iter().collect(),
+        InstructionKind::Run(run) => run.mounts.iter().filter_map(|m| m.from.clone()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Runs one ONBUILD trigger of the base right after FROM, as if it were written there: it is
+/// parsed as a Dockerfile line of its own and placed at the FROM line (which is where errors
+/// of its steps point). `COPY --from=NAME` in a trigger names a stage of this Dockerfile.
+fn run_trigger(ctx: &mut StageCtx<'_, '_>, state: &mut StageState, trigger: &str) -> Result<()> {
+    const SHOWN_AS: &str = "ONBUILD trigger";
+    let render = |e: kiln_grammar::Error| Error::Dockerfile(e.render(SHOWN_AS, trigger));
+    let parsed = kiln_grammar::parse(trigger).map_err(render)?;
+    let node = match parsed.nodes.as_slice() {
+        [node] => node,
+        nodes => {
+            return Err(Error::Dockerfile(format!(
+                "{SHOWN_AS}: expected one instruction, found {}",
+                nodes.len()
+            )));
+        }
+    };
+    // The checks `ONBUILD` makes when it is written, for images built by other tools.
+    if matches!(
+        node.keyword.to_ascii_lowercase().as_str(),
+        "onbuild" | "from" | "maintainer"
+    ) {
+        return Err(Error::Dockerfile(format!(
+            "{SHOWN_AS}: {} isn't allowed as an ONBUILD trigger",
+            node.keyword.to_ascii_uppercase()
+        )));
+    }
+    let mut instruction = kiln_grammar::instructions::parse_instruction(node).map_err(render)?;
+    instruction.span = ctx.stage.span;
+    if matches!(
+        instruction.kind,
+        InstructionKind::Run(_)
+            | InstructionKind::Copy(_)
+            | InstructionKind::Add(_)
+            | InstructionKind::Workdir { .. }
+    ) {
+        ctx.label.add_step();
+    }
+    steps::dispatch(ctx, state, &instruction)
+}
+
 /// `FROM image`: the image's layers as a snapshot chain, its config as the start.
-fn from_image(ctx: &mut StageCtx<'_, '_>, reference: &str) -> Result<StageState> {
+fn from_image(ctx: &mut StageCtx<'_, '_>, reference: &str) -> Result<(StageState, Vec<String>)> {
     let build = ctx.build;
     let shown = Reference::parse(reference)
         .map(|r| full_name(&r.with_default_tag()))
@@ -263,7 +453,8 @@ fn full_name(reference: &Reference) -> String {
     }
 }
 
-fn load_image(build: &BuildCtx<'_>, reference: &str) -> Result<StageState> {
+/// The image's state and its ONBUILD triggers (which the state itself no longer carries).
+fn load_image(build: &BuildCtx<'_>, reference: &str) -> Result<(StageState, Vec<String>)> {
     let image = match build.store.find_image(reference) {
         Ok(image) => image,
         Err(kiln_oci::Error::ImageNotFound(_)) => {
@@ -283,19 +474,13 @@ fn load_image(build: &BuildCtx<'_>, reference: &str) -> Result<StageState> {
             media_type: layer.media_type,
         })
         .collect();
-    if let Some(triggers) = image
+    let triggers = image
         .config
         .config
         .as_ref()
-        .and_then(|c| c.on_build.as_ref())
-        .filter(|t| !t.is_empty())
-    {
-        build.warn(format!(
-            "{reference} has ONBUILD triggers, which kiln does not run yet: {}",
-            triggers.join("; ")
-        ));
-    }
+        .and_then(|c| c.on_build.clone())
+        .unwrap_or_default();
     let mut state = StageState::new(image.config.clone(), layers, chain);
     state.cache_key = image.id.to_string();
-    Ok(state)
+    Ok((state, triggers))
 }

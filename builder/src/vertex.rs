@@ -50,6 +50,11 @@ impl StepLabel {
         }
     }
 
+    /// Counts one more step than the stage's own (an ONBUILD trigger of its base).
+    pub fn add_step(&mut self) {
+        self.total += 1;
+    }
+
     /// The title of the next step: `[name 2/5] text`, the number padded to the total's width.
     pub fn next(&mut self, text: &str) -> String {
         self.index += 1;

@@ -7,7 +7,7 @@
 //! `cargo test -p kiln-builder --test solver [NAME]` runs the tests whose name contains NAME.
 
 use kiln_builder::events::{Event, Recorder};
-use kiln_builder::{BuildOutcome, BuildRequest, Error};
+use kiln_builder::{BuildOutcome, BuildRequest, Error, SecretSource};
 use kiln_grammar::plan::PlanOptions;
 use kiln_oci::image::import_rootfs;
 use kiln_oci::{Compression, ImageConfig, LayerOptions, Reference, Store};
@@ -48,6 +48,10 @@ const TESTS: &[(&str, Test)] = tests![
     copy_may_write_where_the_sandbox_mounts,
     run_mounts_the_context,
     cache_mounts_persist_between_builds,
+    secrets_reach_run_and_nothing_else,
+    missing_secrets_fail_only_when_required,
+    ssh_agent_socket_is_mounted,
+    onbuild_triggers_run_after_from,
 ];
 
 fn main() {
@@ -174,6 +178,8 @@ impl Fixture {
             pull: false,
             network: Network::None,
             compression: Compression::default(),
+            secrets: BTreeMap::new(),
+            ssh: BTreeMap::new(),
         }
     }
 
@@ -590,10 +596,11 @@ fn a_missing_base_image_is_a_clear_error(f: &Fixture) {
         message,
         "image \"alpine:3\" is not in the store; kiln pull is not available yet — import it with kiln import or kiln load"
     );
-    let (result, _) = f.build(&f.request("FROM busybox\nRUN --mount=type=secret,id=x true\n"));
-    let message = result.expect_err("secret mounts").to_string();
+    let (result, _) =
+        f.build(&f.request("FROM busybox\nRUN --mount=type=secret,id=x,required true\n"));
+    let message = result.expect_err("a required secret").to_string();
     assert!(
-        message.starts_with("Dockerfile:2: RUN --mount=type=secret is not supported yet"),
+        message.starts_with("Dockerfile:2: secret \"x\" is required"),
         "{message}"
     );
     let (result, events) = f.build(&f.request("FROM busybox\nCOPY missing.txt /\n"));
@@ -827,4 +834,221 @@ fn cache_mounts_persist_between_builds(f: &Fixture) {
             "{files:?}"
         );
     }
+}
+
+/// Every file under `dir`, decompressed when it is a gzip or zstd blob, as bytes.
+fn every_file_decompressed(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).into_iter().flatten() {
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let raw = std::fs::read(entry.path()).expect("read");
+        let mut plain = Vec::new();
+        if raw.starts_with(&[0x1f, 0x8b]) {
+            flate2::read::GzDecoder::new(raw.as_slice())
+                .read_to_end(&mut plain)
+                .expect("gunzip");
+        } else if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            plain = zstd::decode_all(raw.as_slice()).expect("unzstd");
+        }
+        out.push((entry.path().to_path_buf(), raw));
+        if !plain.is_empty() {
+            out.push((entry.path().to_path_buf(), plain));
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+fn secrets_reach_run_and_nothing_else(f: &Fixture) {
+    const FILE_VALUE: &str = "kiln-file-secret-5e1d9a";
+    const ENV_VALUE: &str = "kiln-env-secret-0b77c4";
+    let secret_file = f.dir.path().join("token.txt");
+    std::fs::write(&secret_file, FILE_VALUE).expect("write");
+    // SAFETY: the tests run one at a time on the main thread; no build runs while it changes.
+    unsafe { std::env::set_var("KILN_TEST_SECRET", ENV_VALUE) };
+    let dockerfile = "FROM busybox\n\
+        RUN --mount=type=secret,id=tok sha256sum /run/secrets/tok | cut -d' ' -f1 > /file.sum && \\\n    \
+            stat -c %a /run/secrets/tok > /file.mode && ! sh -c 'echo x >> /run/secrets/tok' 2>/dev/null\n\
+        RUN --mount=type=secret,id=envtok,target=/etc/app/key,mode=0440,gid=1 \\\n    \
+            sha256sum /etc/app/key | cut -d' ' -f1 > /env.sum && stat -c %a:%g /etc/app/key > /env.mode\n\
+        RUN --mount=type=secret,id=tok,env=TOKEN printf %s \"$TOKEN\" | sha256sum | cut -d' ' -f1 > /var.sum && \\\n    \
+            test ! -e /run/secrets/tok\n";
+    let mut request = f.request(dockerfile);
+    request
+        .secrets
+        .insert("tok".into(), SecretSource::File(secret_file.clone()));
+    request.secrets.insert(
+        "envtok".into(),
+        SecretSource::Env("KILN_TEST_SECRET".into()),
+    );
+    let (result, events) = f.build(&request);
+    if let Err(e) = result {
+        panic!("build failed: {e}\nevents: {events:#?}");
+    }
+    let file_step = f.layer_files("test:latest", 2);
+    assert_eq!(file_step["file.sum"].trim(), sha256_hex(FILE_VALUE));
+    assert_eq!(file_step["file.mode"].trim(), "400");
+    let env_step = f.layer_files("test:latest", 1);
+    assert_eq!(env_step["env.sum"].trim(), sha256_hex(ENV_VALUE));
+    assert_eq!(env_step["env.mode"].trim(), "440:1");
+    let var_step = f.layer_files("test:latest", 0);
+    assert_eq!(var_step["var.sum"].trim(), sha256_hex(FILE_VALUE));
+    // The mount points the secrets needed are not part of any layer.
+    for files in [&file_step, &env_step, &var_step] {
+        assert!(
+            !files
+                .keys()
+                .any(|p| p.starts_with("run/secrets") || p.starts_with("etc/app")),
+            "{files:?}"
+        );
+    }
+    // Neither value is anywhere in the store (blobs decompressed, cache records, snapshots),
+    // nor in any event.
+    for (path, bytes) in every_file_decompressed(&f.store_root) {
+        for value in [FILE_VALUE, ENV_VALUE] {
+            assert!(
+                !contains(&bytes, value),
+                "{} holds a secret",
+                path.display()
+            );
+        }
+    }
+    let shown = format!("{events:?}");
+    assert!(!shown.contains(FILE_VALUE) && !shown.contains(ENV_VALUE));
+    // The key sees the secret's id, not its value: another value is still a cache hit.
+    std::fs::write(&secret_file, "another-value").expect("write");
+    let (again, _) = f.build(&request);
+    assert_eq!(again.expect("rebuild").steps_cached, 3);
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("KILN_TEST_SECRET") };
+}
+
+fn missing_secrets_fail_only_when_required(f: &Fixture) {
+    let (skipped, _) = f.build_ok(
+        "FROM busybox\nRUN --mount=type=secret,id=absent --mount=type=ssh \\\n    \
+         test ! -e /run/secrets/absent && test -z \"$SSH_AUTH_SOCK\" && touch /ran\n",
+    );
+    assert_eq!(skipped.steps_run, 1);
+    assert!(f.layer_files("test:latest", 0).contains_key("ran"));
+
+    let (result, _) =
+        f.build(&f.request("FROM busybox\nRUN --mount=type=secret,id=needed,required true\n"));
+    let err = result.expect_err("a required secret that is missing fails the build");
+    assert!(matches!(err, Error::MountSource { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("\"needed\"") && message.contains("Dockerfile:2"),
+        "{message}"
+    );
+    let (result, _) =
+        f.build(&f.request("FROM busybox\nRUN --mount=type=ssh,id=deploy,required=true true\n"));
+    let message = result.expect_err("required agent").to_string();
+    assert!(message.contains("\"deploy\""), "{message}");
+}
+
+fn ssh_agent_socket_is_mounted(f: &Fixture) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("agent.sock");
+    // Bound is enough: the step only looks at the socket, it does not talk to an agent.
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let dockerfile = "FROM busybox\nRUN --mount=type=ssh test -S /run/buildkit/ssh_agent.0 && \\\n    \
+        test \"$SSH_AUTH_SOCK\" = /run/buildkit/ssh_agent.0 && touch /default-ok\n\
+        RUN --mount=type=ssh,id=other,target=/tmp/agent test -S /tmp/agent && echo $SSH_AUTH_SOCK > /other\n";
+    let mut request = f.request(dockerfile);
+    request.ssh.insert("default".into(), socket.clone());
+    request.ssh.insert("other".into(), socket);
+    let (result, events) = f.build(&request);
+    if let Err(e) = result {
+        panic!("build failed: {e}\nevents: {events:#?}");
+    }
+    let first = f.layer_files("test:latest", 1);
+    assert!(first.contains_key("default-ok"), "{first:?}");
+    assert!(
+        !first.keys().any(|p| p.starts_with("run/buildkit")),
+        "{first:?}"
+    );
+    let second = f.layer_files("test:latest", 0);
+    assert_eq!(second["other"], "/tmp/agent\n");
+    assert!(!second.contains_key("tmp/agent"), "{second:?}");
+    // The agent's environment is the step's, not the image's.
+    let env = f
+        .config("test:latest")
+        .config
+        .and_then(|c| c.env)
+        .unwrap_or_default();
+    assert!(
+        !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK")),
+        "{env:?}"
+    );
+}
+
+fn onbuild_triggers_run_after_from(f: &Fixture) {
+    std::fs::write(f.context.join("x"), "from the context\n").expect("write");
+    let mut base = f.request(
+        "FROM busybox\nONBUILD RUN echo hi > /onbuild\nONBUILD COPY x /x\nONBUILD ENV FROM_TRIGGER=1\n",
+    );
+    base.tags = vec!["base:latest".into()];
+    f.build(&base).0.expect("base");
+    let base_config = f.config("base:latest").config.expect("config");
+    assert_eq!(base_config.on_build.map(|t| t.len()), Some(3));
+
+    let (outcome, events) = f.build_ok("FROM base\nRUN cat /onbuild /x > /both\n");
+    assert_eq!(outcome.steps_run, 3);
+    let files = f.layer_files("test:latest", 0);
+    assert_eq!(files["both"], "hi\nfrom the context\n");
+    let config = f.config("test:latest");
+    let container = config.config.as_ref().expect("config");
+    // Triggers run once: they are not handed on to the child's children.
+    assert_eq!(container.on_build, None);
+    assert!(
+        container
+            .env
+            .iter()
+            .flatten()
+            .any(|e| e == "FROM_TRIGGER=1")
+    );
+    let names = started_names(&events);
+    assert!(
+        names.iter().any(|n| n.ends_with("RUN echo hi > /onbuild")),
+        "{names:?}"
+    );
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Warning { .. })),
+        "{events:?}"
+    );
+
+    // `ONBUILD COPY --from=NAME` names a stage of the Dockerfile being built, even one that
+    // nothing else needs.
+    let mut base = f.request("FROM busybox\nONBUILD COPY --from=tools /t /t\n");
+    base.tags = vec!["base2:latest".into()];
+    f.build(&base).0.expect("base2");
+    f.build_ok("FROM busybox AS tools\nRUN echo tool > /t\n\nFROM base2\nRUN cat /t > /copied\n");
+    assert_eq!(f.layer_files("test:latest", 0)["copied"], "tool\n");
+    f.build_ok(
+        "FROM busybox AS tools\nRUN echo staged > /t\n\nFROM busybox AS base\n\
+         ONBUILD COPY --from=tools /t /t\n\nFROM base\nRUN cat /t > /copied\n",
+    );
+    assert_eq!(f.layer_files("test:latest", 0)["copied"], "staged\n");
+
+    // A base stage's triggers run in the stage built on it, and a failing trigger names itself.
+    let (result, _) = f.build(
+        &f.request("FROM busybox AS base\nONBUILD RUN exit 3\n\nFROM base\nRUN touch /never\n"),
+    );
+    let message = result.expect_err("failing trigger").to_string();
+    assert!(
+        message.contains("ONBUILD trigger \"RUN exit 3\"") && message.contains("Dockerfile:4"),
+        "{message}"
+    );
 }

@@ -6,6 +6,7 @@
 mod context;
 mod output;
 mod scratch;
+mod secrets;
 
 use crate::commands::{Access, open_store};
 use crate::error::{CliError, CliResult};
@@ -84,7 +85,8 @@ pub struct BuildArgs {
     /// A secret for RUN --mount=type=secret (`id=ID[,src=FILE|env=VAR]`).
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
-    /// An SSH agent socket or keys for RUN --mount=type=ssh (`default|ID[=SOCKET]`).
+    /// An SSH agent socket for RUN --mount=type=ssh (`default` for $SSH_AUTH_SOCK, or
+    /// `ID=SOCKET`).
     #[arg(long = "ssh", value_name = "SPEC")]
     pub ssh: Vec<String>,
     /// Import build cache (`type=registry,ref=…` or `type=local,src=…`).
@@ -150,12 +152,6 @@ impl BuildArgs {
     /// before anything runs, rather than silently building something else.
     fn refuse_unsupported(&self) -> CliResult<()> {
         let unsupported = [
-            (
-                "--secret",
-                !self.secrets.is_empty(),
-                "RUN --mount=type=secret",
-            ),
-            ("--ssh", !self.ssh.is_empty(), "RUN --mount=type=ssh"),
             (
                 "--cache-from",
                 !self.cache_from.is_empty(),
@@ -290,6 +286,8 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
     })?;
     let network = args.network()?;
     let labels = args.labels()?;
+    let secrets = secrets::secrets(&args.secrets)?;
+    let ssh = secrets::ssh(&args.ssh)?;
     let plan = PlanOptions {
         target: args.plan.target.clone(),
         build_args: args.plan.build_args()?,
@@ -315,6 +313,8 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         pull: args.pull,
         network,
         compression,
+        secrets,
+        ssh,
     };
 
     let progress = Progress::new(mode.display());

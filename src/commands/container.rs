@@ -31,12 +31,14 @@ pub struct PsArgs {
 
 #[derive(Debug, Args)]
 pub struct RmArgs {
+    /// The containers to remove: name, id or id prefix.
     #[arg(required = true, value_name = "CONTAINER")]
     pub containers: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct CommitArgs {
+    /// The container: name, id or id prefix.
     #[arg(value_name = "CONTAINER")]
     pub container: String,
     /// The name to give the image.

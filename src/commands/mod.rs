@@ -1,6 +1,7 @@
 //! One module per subcommand: its clap arguments and the function that runs it.
 
 pub mod build;
+pub mod completion;
 pub mod container;
 pub mod dockerfile;
 pub mod parse;

@@ -30,19 +30,19 @@ pub struct SandboxFlags {
     /// Read environment variables from a file (KEY=VALUE or KEY lines; # starts a comment).
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_file: Vec<PathBuf>,
-    /// Working directory inside the sandbox (created when missing).
+    /// The working directory inside the container (created when missing).
     #[arg(short = 'w', long = "workdir", value_name = "DIR")]
     pub workdir: Option<PathBuf>,
     /// User to run as: name|uid[:group|gid].
     #[arg(short = 'u', long = "user", value_name = "USER")]
     pub user: Option<String>,
-    /// Network: a private one with only loopback, or the host's.
+    /// The network: `none` (a private one with only loopback) or `host` (the host's).
     #[arg(long, value_enum, default_value_t = NetworkArg::None)]
     pub network: NetworkArg,
-    /// Hostname inside the sandbox.
+    /// The hostname inside the container.
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Bind mount HOST:CONTAINER[:ro].
+    /// Bind-mount a host path into the container, read-only with `:ro`.
     #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     pub volumes: Vec<String>,
     /// Mount a tmpfs at PATH.

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
-    /// Create an image from a root filesystem: a tarball (`-` reads it from stdin) or a directory.
+    /// Create an image from a root filesystem tarball or directory.
     Import(ImportArgs),
     /// Load images from a docker-archive or oci-archive (stdin without -i).
     Load(LoadArgs),
@@ -28,7 +28,7 @@ pub enum StoreCommand {
     Save(SaveArgs),
     /// List images.
     Images(ImagesArgs),
-    /// Create a tag TARGET that refers to SOURCE.
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
     Tag(TagArgs),
     /// Remove images (tags; an image goes when its last tag does).
     Rmi(RmiArgs),
@@ -38,13 +38,14 @@ pub enum StoreCommand {
     History(HistoryArgs),
     /// Remove dangling images and unreferenced content from the store.
     Prune(PruneArgs),
-    /// Verify every blob, every image's completeness, every snapshot and every cache record.
+    /// Verify the store: blobs, images, snapshots and cache records.
     Fsck(FsckArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// A tar archive (plain, gzip or zstd) of the root filesystem, or `-` for stdin.
+    /// The root filesystem: a tar archive (plain, gzip or zstd), a directory, or `-` for a tar on
+    /// stdin.
     #[arg(value_name = "FILE|-")]
     pub source: String,
     /// The name to give the image.
@@ -73,6 +74,7 @@ pub struct LoadArgs {
 
 #[derive(Debug, Args)]
 pub struct SaveArgs {
+    /// The images to save: name[:tag], id or id prefix.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
     /// Write to this file instead of stdout.
@@ -98,14 +100,17 @@ pub struct ImagesArgs {
 
 #[derive(Debug, Args)]
 pub struct TagArgs {
+    /// The image to tag: name[:tag], id or id prefix.
     #[arg(value_name = "SOURCE_IMAGE[:TAG]")]
     pub source: String,
+    /// The new name (the tag defaults to latest).
     #[arg(value_name = "TARGET_IMAGE[:TAG]")]
     pub target: String,
 }
 
 #[derive(Debug, Args)]
 pub struct RmiArgs {
+    /// The images to remove: name[:tag], id or id prefix.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
     /// Remove an image named by id even if several tags refer to it.
@@ -115,12 +120,14 @@ pub struct RmiArgs {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
+    /// The images to show: name[:tag], id or id prefix.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
+    /// The image: name[:tag], id or id prefix.
     #[arg(value_name = "IMAGE")]
     pub image: String,
     /// Do not truncate the output.

@@ -1,11 +1,18 @@
-//! `RUN --mount`: tmpfs, bind mounts (of the build context, a stage or an image) and cache
-//! mounts. Parsed and keyed before the step; attached to the sandbox only when the step runs.
+//! `RUN --mount`: tmpfs, bind mounts (of the build context, a stage or an image), cache
+//! mounts, build secrets and the SSH agent. Parsed and keyed before the step; attached to the
+//! sandbox only when the step runs.
+//!
+//! A secret's value is read only when the step runs, into a private file that is bind-mounted
+//! read-only (or into the step's environment): the cache key sees the secret's id, never its
+//! value, and neither the history nor the layer sees either (the mount point the sandbox makes
+//! for it is left out of the layer like every mount point).
 
 use super::{Expand, SourceFs, resolve_from};
 use crate::cache_key::SourceFile;
 use crate::context::EntryKind;
 use crate::copy::{self, CopySpec, SourceRoot};
 use crate::error::{Error, Result};
+use crate::request::SecretSource;
 use crate::stage::{BuildCtx, StageCtx};
 use crate::state::StageState;
 use kiln_grammar::instructions::{Instruction, Mount, MountType, RunInstruction};
@@ -13,7 +20,8 @@ use kiln_runner::{BindMount, Spec, TmpfsMount};
 use kiln_snapshotter::ActiveSnapshot;
 use sha2::{Digest as _, Sha256};
 use std::fs::{self, File};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Where cache mounts live in the store: one directory per cache id.
@@ -63,6 +71,39 @@ struct CacheMount {
     readonly: bool,
 }
 
+/// Where a secret is mounted when the mount does not say (BuildKit's default).
+const SECRETS_DIR: &str = "/run/secrets";
+/// Where the SSH agent socket is mounted when the mount does not say (BuildKit's default).
+const SSH_DEFAULT_TARGET: &str = "/run/buildkit/ssh_agent.0";
+/// The environment variable naming the agent socket to ssh clients.
+const SSH_AUTH_SOCK: &str = "SSH_AUTH_SOCK";
+
+/// A build secret (`--mount=type=secret`). Only `id` and where it goes are inputs of the
+/// cache key; the value is read when the step runs.
+struct SecretMount {
+    id: String,
+    /// The file's path in the sandbox; `None` when the secret only goes into `env`.
+    target: Option<String>,
+    env: Option<String>,
+    required: bool,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    /// Where the value comes from; `None` when the build was given no such secret and the
+    /// mount is not required, which skips it.
+    source: Option<SecretSource>,
+}
+
+/// The SSH agent socket (`--mount=type=ssh`).
+struct SshMount {
+    id: String,
+    target: String,
+    required: bool,
+    /// The agent socket on the host; `None` when the build has none and the mount is not
+    /// required, which skips it.
+    socket: Option<PathBuf>,
+}
+
 /// The mounts of one RUN.
 #[derive(Default)]
 pub struct RunMounts {
@@ -70,6 +111,10 @@ pub struct RunMounts {
     binds: Vec<StageBind>,
     context_binds: Vec<ContextBind>,
     caches: Vec<CacheMount>,
+    secrets: Vec<SecretMount>,
+    ssh: Vec<SshMount>,
+    /// `Dockerfile:LINE` of the RUN, for errors of attaching.
+    location: String,
 }
 
 /// What a running step holds for its mounts; released after the run (or dropped on an error,
@@ -104,27 +149,14 @@ impl RunMounts {
             location: ctx.build.location(instruction.span),
             source: Box::new(e),
         };
-        let refuse = |kind: MountType| Error::Unsupported {
+        let mut out = RunMounts {
             location: ctx.build.location(instruction.span),
-            message: format!(
-                "RUN --mount=type={} is not supported yet (tmpfs, bind and cache are)",
-                kind.as_str()
-            ),
+            ..RunMounts::default()
         };
-        let mut out = RunMounts::default();
         for mount in &run.mounts {
             let mount =
                 Mount::parse_expanded(&mount.spec, &mut |w| ctx.build.lexer.expand_word(w, &env))
                     .map_err(|e| ctx.build.dockerfile_error(e, instruction.span))?;
-            // Checked first: these have default targets, which kiln does not know yet.
-            if matches!(mount.kind, MountType::Secret | MountType::Ssh) {
-                return Err(refuse(mount.kind));
-            }
-            let Some(target) = mount.target.clone().filter(|t| !t.is_empty()) else {
-                return Err(x.invalid(format!("a {} mount needs a target", mount.kind.as_str())));
-            };
-            let target = super::workdir::normalize(&state.workdir(), &target);
-            let from = mount.from.as_deref().filter(|f| !f.is_empty());
             let number = |key: &str, radix: u32| -> Result<Option<u32>> {
                 match mount.option(key).and_then(|o| o.value.as_deref()) {
                     None => Ok(None),
@@ -133,6 +165,107 @@ impl RunMounts {
                         .map_err(|_| x.invalid(format!("invalid {key} {text:?}"))),
                 }
             };
+            let given_target = mount.target.as_deref().filter(|t| !t.is_empty());
+            let missing = |what: &str, id: &str, flag: String| Error::MountSource {
+                location: ctx.build.location(instruction.span),
+                message: format!(
+                    "{what} {id:?} is required but the build was not given it; pass {flag}"
+                ),
+            };
+            // Secret and ssh mounts have default targets and may be skipped: handled apart.
+            match mount.kind {
+                MountType::Secret => {
+                    let id = [mount.id.as_deref(), mount.source.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .find(|i| !i.is_empty())
+                        .map(str::to_string)
+                        .or_else(|| {
+                            given_target
+                                .and_then(|t| t.trim_end_matches('/').rsplit('/').next())
+                                .filter(|name| !name.is_empty())
+                                .map(str::to_string)
+                        })
+                        .ok_or_else(|| x.invalid("a secret mount needs an id".into()))?;
+                    let env_var = mount
+                        .option("env")
+                        .and_then(|o| o.value.clone())
+                        .filter(|v| !v.is_empty());
+                    // With only `env=`, the secret is not a file at all (as in BuildKit).
+                    let target = match (given_target, &env_var) {
+                        (Some(t), _) => Some(super::workdir::normalize(&state.workdir(), t)),
+                        (None, Some(_)) => None,
+                        (None, None) => Some(format!("{SECRETS_DIR}/{id}")),
+                    };
+                    let source = ctx
+                        .build
+                        .request
+                        .secrets
+                        .get(&id)
+                        .filter(|s| secret_present(s))
+                        .cloned();
+                    if source.is_none() && mount.required() {
+                        return Err(missing("secret", &id, format!("--secret id={id},src=FILE")));
+                    }
+                    out.secrets.push(SecretMount {
+                        target,
+                        env: env_var,
+                        required: mount.required(),
+                        mode: number("mode", 8)?.unwrap_or(0o400),
+                        uid: number("uid", 10)?.unwrap_or(0),
+                        gid: number("gid", 10)?.unwrap_or(0),
+                        source,
+                        id,
+                    });
+                    continue;
+                }
+                MountType::Ssh => {
+                    // The agent's own socket is mounted: changing its owner or mode would
+                    // change the host's socket, so these are refused rather than ignored.
+                    if let Some(key) = ["mode", "uid", "gid"]
+                        .into_iter()
+                        .find(|k| mount.option(k).is_some())
+                    {
+                        return Err(Error::Unsupported {
+                            location: ctx.build.location(instruction.span),
+                            message: format!(
+                                "RUN --mount=type=ssh,{key}=…: kiln mounts the agent socket \
+                                 itself and cannot change its {key}"
+                            ),
+                        });
+                    }
+                    let id = mount
+                        .id
+                        .clone()
+                        .filter(|i| !i.is_empty())
+                        .unwrap_or_else(|| "default".to_string());
+                    let socket = ctx.build.request.ssh.get(&id).cloned();
+                    if socket.is_none() && mount.required() {
+                        let flag = if id == "default" {
+                            "--ssh default".to_string()
+                        } else {
+                            format!("--ssh {id}=SOCKET")
+                        };
+                        return Err(missing("ssh agent", &id, flag));
+                    }
+                    out.ssh.push(SshMount {
+                        target: given_target.map_or_else(
+                            || SSH_DEFAULT_TARGET.to_string(),
+                            |t| super::workdir::normalize(&state.workdir(), t),
+                        ),
+                        required: mount.required(),
+                        socket,
+                        id,
+                    });
+                    continue;
+                }
+                _ => {}
+            }
+            let Some(target) = given_target else {
+                return Err(x.invalid(format!("a {} mount needs a target", mount.kind.as_str())));
+            };
+            let target = super::workdir::normalize(&state.workdir(), target);
+            let from = mount.from.as_deref().filter(|f| !f.is_empty());
             match (mount.kind, from) {
                 (MountType::Tmpfs, _) => {
                     let size = match mount.option("size").and_then(|o| o.value.as_deref()) {
@@ -193,7 +326,8 @@ impl RunMounts {
                             .into(),
                     });
                 }
-                (MountType::Secret | MountType::Ssh, _) => return Err(refuse(mount.kind)),
+                // Handled before the target is required.
+                (MountType::Secret | MountType::Ssh, _) => {}
             }
         }
         Ok(out)
@@ -206,6 +340,10 @@ impl RunMounts {
             "binds": self.binds.iter().map(|b| (&b.fs.identity, &b.source, &b.target, b.readwrite)).collect::<Vec<_>>(),
             "context": self.context_binds.iter().map(|b| (&b.target, b.readwrite)).collect::<Vec<_>>(),
             "caches": self.caches.iter().map(|c| (&c.id, &c.target, format!("{:?}", c.sharing), c.uid, c.gid, c.mode, c.readonly)).collect::<Vec<_>>(),
+            // The id and where it goes, never the value nor whether the build had it (BuildKit
+            // keys secrets the same way).
+            "secrets": self.secrets.iter().map(|s| (&s.id, &s.target, &s.env, s.required, s.mode, s.uid, s.gid)).collect::<Vec<_>>(),
+            "ssh": self.ssh.iter().map(|s| (&s.id, &s.target, s.required)).collect::<Vec<_>>(),
         })
     }
 
@@ -272,8 +410,118 @@ impl RunMounts {
                 readonly: cache.readonly,
             });
         }
+        self.attach_secrets(build, spec, &mut attached)?;
+        let mut agent_set = false;
+        for ssh in &self.ssh {
+            let Some(socket) = &ssh.socket else {
+                continue;
+            };
+            // Read-only still lets the step connect (a socket is no file the mount flag
+            // guards) but not chmod or replace the host's socket.
+            spec.mounts.push(BindMount {
+                source: socket.clone(),
+                target: PathBuf::from(&ssh.target),
+                readonly: true,
+            });
+            // The first agent is the one ssh clients use, as in BuildKit.
+            if !agent_set {
+                set_env(&mut spec.env, SSH_AUTH_SOCK, &ssh.target);
+                agent_set = true;
+            }
+        }
         Ok(attached)
     }
+
+    /// Writes each secret the build has into a private directory and mounts it read-only, or
+    /// puts it into the step's environment. The directory goes when `attached` is released.
+    fn attach_secrets(
+        &self,
+        build: &BuildCtx<'_>,
+        spec: &mut Spec,
+        attached: &mut Attached,
+    ) -> Result<()> {
+        let mut dir: Option<tempfile::TempDir> = None;
+        for (index, secret) in self.secrets.iter().enumerate() {
+            let Some(source) = &secret.source else {
+                continue;
+            };
+            let value = read_secret(source, &secret.id, &self.location)?;
+            if let Some(var) = &secret.env {
+                let text = String::from_utf8(value.clone()).map_err(|_| Error::MountSource {
+                    location: self.location.clone(),
+                    message: format!(
+                        "secret {:?} is not UTF-8 text, which env={var} cannot hold",
+                        secret.id
+                    ),
+                })?;
+                set_env(&mut spec.env, var, &text);
+            }
+            let Some(target) = &secret.target else {
+                continue;
+            };
+            let dir = match &mut dir {
+                Some(dir) => dir,
+                none => none.insert(secret_dir(build)?),
+            };
+            // Named by position: an id may hold any character.
+            let path = dir.path().join(index.to_string());
+            let mut file = File::options()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            file.write_all(&value).map_err(|e| Error::io(&path, e))?;
+            drop(file);
+            fs::set_permissions(&path, fs::Permissions::from_mode(secret.mode))
+                .map_err(|e| Error::io(&path, e))?;
+            std::os::unix::fs::chown(&path, Some(secret.uid), Some(secret.gid))
+                .map_err(|e| Error::io(&path, e))?;
+            spec.mounts.push(BindMount {
+                source: path,
+                target: PathBuf::from(target),
+                readonly: true,
+            });
+        }
+        attached._copies.extend(dir);
+        Ok(())
+    }
+}
+
+/// Whether a secret's source exists: a file that does, or an environment variable that is set.
+fn secret_present(source: &SecretSource) -> bool {
+    match source {
+        SecretSource::File(path) => path.exists(),
+        SecretSource::Env(name) => std::env::var_os(name).is_some(),
+    }
+}
+
+/// A secret's value. Errors name the file or variable, never the content.
+fn read_secret(source: &SecretSource, id: &str, location: &str) -> Result<Vec<u8>> {
+    match source {
+        SecretSource::File(path) => fs::read(path).map_err(|e| Error::io(path, e)),
+        SecretSource::Env(name) => std::env::var_os(name)
+            .map(std::os::unix::ffi::OsStringExt::into_vec)
+            .ok_or_else(|| Error::MountSource {
+                location: location.to_string(),
+                message: format!("secret {id:?}: the environment variable {name} is not set"),
+            }),
+    }
+}
+
+/// A private (0700) directory for the secrets of one step: in memory (`/dev/shm`) when it can
+/// be, so that a value never touches a disk, else in the store's temp dir.
+fn secret_dir(build: &BuildCtx<'_>) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("kiln-secrets-")
+        .tempdir_in("/dev/shm")
+        .or_else(|_| temp_dir(build, "secrets-"))
+}
+
+/// Sets `key` in a `KEY=VALUE` list, replacing what the image set.
+fn set_env(env: &mut Vec<String>, key: &str, value: &str) {
+    env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+    env.push(format!("{key}={value}"));
 }
 
 fn temp_dir(build: &BuildCtx<'_>, prefix: &str) -> Result<tempfile::TempDir> {
