@@ -115,34 +115,11 @@ fn page_of(cmd: &clap::Command) -> Man {
         .source(format!("kiln {}", env!("CARGO_PKG_VERSION")))
 }
 
-/// The date a page shows: `SOURCE_DATE_EPOCH` when set (so packagers get the same pages from
-/// the same source, https://reproducible-builds.org/specs/source-date-epoch/), else today (UTC).
+/// The date a page shows: the day of `SOURCE_DATE_EPOCH` when set (so packagers get the same
+/// pages from the same source), else today (UTC) — the same clock images are stamped with.
 fn page_date() -> String {
-    let seconds = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-        });
-    let (year, month, day) = civil_from_days(seconds / 86_400);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`,
-/// restricted to dates on or after the epoch, which is all a page date needs).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    let created = kiln_oci::image::creation_time();
+    created.get(..10).unwrap_or(&created).to_string()
 }
 
 /// Write the page of `cmd` and of each of its visible subcommands, depth first, into `dir`.
@@ -206,17 +183,5 @@ mod tests {
             title.ends_with(&format!("\"kiln {version}\" \"kiln Manual\"")),
             "{title}"
         );
-    }
-
-    #[test]
-    fn dates_are_gregorian() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(59), (1970, 3, 1));
-        // 2000 is a leap year (divisible by 400); 2100 is not.
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(11_017), (2000, 3, 1));
-        assert_eq!(civil_from_days(47_540), (2100, 2, 28));
-        assert_eq!(civil_from_days(47_541), (2100, 3, 1));
-        assert_eq!(civil_from_days(20_416), (2025, 11, 24));
     }
 }
