@@ -1,14 +1,14 @@
 //! The container commands: `ps`, `rm`, `commit` and `container prune|ls|rm|commit`, with
 //! docker's names, flags and output.
 
-use crate::commands::store::{human, layer_options, parse_reference};
+use crate::commands::store::{human, layer_options, optional_tag};
 use crate::commands::{Access, open_store};
 use crate::containers::{self, Containers, Record, State};
 use crate::error::{CliError, CliResult};
 use clap::{Args, Subcommand};
 use kiln_oci::config::parse_rfc3339;
 use kiln_oci::image::creation_time;
-use kiln_oci::{History, Layer, LayerOptions, LayerWriter, Reference, Store};
+use kiln_oci::{History, Layer, LayerOptions, LayerWriter, Store};
 use kiln_snapshotter::{ChainId, DiffOptions, SANDBOX_MOUNT_POINTS, Snapshotter};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -284,13 +284,7 @@ fn prune(root: &Option<PathBuf>, _args: PruneArgs) -> CliResult<ExitCode> {
 }
 
 fn commit(root: &Option<PathBuf>, args: CommitArgs) -> CliResult<ExitCode> {
-    let tags: Vec<Reference> = args
-        .reference
-        .as_deref()
-        .map(parse_reference)
-        .transpose()?
-        .into_iter()
-        .collect();
+    let tags = optional_tag(args.reference.as_deref())?;
     let options = layer_options(&args.compression)?;
     let (store, containers) = open(root)?;
     let record = containers.find(&args.container)?;

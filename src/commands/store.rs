@@ -241,6 +241,11 @@ pub(crate) fn parse_reference(text: &str) -> CliResult<Reference> {
     Ok(reference.with_default_tag())
 }
 
+/// The image name an optional `NAME[:TAG]` argument gives: none, or one tag.
+pub(crate) fn optional_tag(text: Option<&str>) -> CliResult<Vec<Reference>> {
+    text.map(parse_reference).into_iter().collect()
+}
+
 pub(crate) fn layer_options(compression: &str) -> CliResult<LayerOptions> {
     Ok(LayerOptions {
         compression: Compression::parse(compression).map_err(|e| CliError::usage(e.to_string()))?,
@@ -249,13 +254,7 @@ pub(crate) fn layer_options(compression: &str) -> CliResult<LayerOptions> {
 }
 
 fn import(store: &Store, args: ImportArgs) -> CliResult<ExitCode> {
-    let tags: Vec<Reference> = args
-        .reference
-        .as_deref()
-        .map(parse_reference)
-        .transpose()?
-        .into_iter()
-        .collect();
+    let tags = optional_tag(args.reference.as_deref())?;
     let options = layer_options(&args.compression)?;
     let message = args.message.as_deref();
     let image = if args.source == "-" {
