@@ -63,6 +63,21 @@ fn inspect(root: &Path, name: &str) -> serde_json::Value {
     all.remove(0)
 }
 
+/// What `skopeo inspect TARGET` reports (`oci:DIR:TAG`, `docker-archive:FILE`, …).
+fn skopeo_inspect(target: &str) -> serde_json::Value {
+    let out = Command::new("skopeo")
+        .arg("inspect")
+        .arg(target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect {target}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn sha256_of(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
@@ -293,17 +308,7 @@ fn save_and_load_keep_digests() {
 
     // skopeo reads docker-archives as docker and podman do.
     if require(have_tool("skopeo"), "skopeo") {
-        let out = Command::new("skopeo")
-            .arg("inspect")
-            .arg(format!("docker-archive:{}", docker.display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let info = skopeo_inspect(&format!("docker-archive:{}", docker.display()));
         assert_eq!(info["Layers"].as_array().unwrap().len(), 1);
         assert_eq!(info["Layers"][0], original["RootFS"]["Layers"][0]);
     }
@@ -494,17 +499,7 @@ fn other_oci_tools_read_the_store() {
     import_busybox(&env, &root);
     let info = inspect(&root, "busybox");
     if require(have_tool("skopeo"), "skopeo") {
-        let out = Command::new("skopeo")
-            .arg("inspect")
-            .arg(format!("oci:{}:busybox:latest", root.display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let seen = skopeo_inspect(&format!("oci:{}:busybox:latest", root.display()));
         assert_eq!(seen["Digest"], info["Descriptor"]["digest"]);
         assert_eq!(seen["Architecture"], info["Architecture"]);
     }
