@@ -103,6 +103,16 @@ fn succeeded(args: &[&str], out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Every pattern (multi-line mode) must match somewhere in `text`.
+fn assert_lines_match(text: &str, patterns: &[&str]) {
+    for want in patterns {
+        assert!(
+            Regex::new(want).unwrap().is_match(text),
+            "{want} not in\n{text}"
+        );
+    }
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -150,19 +160,17 @@ fn plain_progress_is_buildkits_format() {
     for l in text.lines().filter(|l| !l.is_empty()) {
         assert!(line.is_match(l), "not a plain progress line: {l:?}\n{text}");
     }
-    for want in [
-        r"(?m)^#(\d+) \[2/3\] RUN echo hello from run && echo to stderr >&2$",
-        r"(?m)^#\d+ \d+\.\d{3} hello from run$",
-        r"(?m)^#\d+ \d+\.\d{3} to stderr$",
-        r"(?m)^#\d+ DONE \d+\.\d+s$",
-        r"(?m)^#\d+ exporting to image$",
-        r"(?m)^#\d+ \d+\.\d{3} naming to plain:1 done$",
-    ] {
-        assert!(
-            Regex::new(want).unwrap().is_match(&text),
-            "{want} not in\n{text}"
-        );
-    }
+    assert_lines_match(
+        &text,
+        &[
+            r"(?m)^#(\d+) \[2/3\] RUN echo hello from run && echo to stderr >&2$",
+            r"(?m)^#\d+ \d+\.\d{3} hello from run$",
+            r"(?m)^#\d+ \d+\.\d{3} to stderr$",
+            r"(?m)^#\d+ DONE \d+\.\d+s$",
+            r"(?m)^#\d+ exporting to image$",
+            r"(?m)^#\d+ \d+\.\d{3} naming to plain:1 done$",
+        ],
+    );
     // Vertices are separated by one blank line, as BuildKit prints them.
     assert!(
         Regex::new(r"DONE \d+\.\d+s\n\n#\d+ ")
@@ -567,17 +575,15 @@ fn the_hello_example_builds_end_to_end() {
     let out = env.run(&args);
     let id = image_id_line(&succeeded(&args, &out));
     let text = stderr(&out);
-    for want in [
-        r"(?m)^#\d+ \[build 4/4\] RUN <<EOF",
-        r"(?m)^#\d+ \[stage-1 2/4\] COPY --from=build /out/hello /usr/local/bin/hello$",
-        r"(?m)^#\d+ \[stage-1 4/4\] RUN hello > /hello.txt$",
-        r"(?m)^#\d+ exporting to client directory hello$",
-    ] {
-        assert!(
-            Regex::new(want).unwrap().is_match(&text),
-            "{want} not in\n{text}"
-        );
-    }
+    assert_lines_match(
+        &text,
+        &[
+            r"(?m)^#\d+ \[build 4/4\] RUN <<EOF",
+            r"(?m)^#\d+ \[stage-1 2/4\] COPY --from=build /out/hello /usr/local/bin/hello$",
+            r"(?m)^#\d+ \[stage-1 4/4\] RUN hello > /hello.txt$",
+            r"(?m)^#\d+ exporting to client directory hello$",
+        ],
+    );
 
     let tree = env.path("hello");
     let greeting = std::fs::read_to_string(Path::new(example).join("greeting.txt")).unwrap();
