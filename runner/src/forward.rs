@@ -4,11 +4,17 @@
 //! reaches it; only signals sent to the caller alone (`kill PID`) need forwarding. Those carry
 //! `si_code <= 0` (SI_USER, SI_QUEUE, SI_TKILL), while terminal-generated ones carry SI_KERNEL:
 //! forwarding only the former means one interrupt is never counted twice.
+//!
+//! Forwarding is installed before the helper is started, so no window exists in which a
+//! terminal's Ctrl-C would kill the caller with the default disposition while the sandbox lives
+//! on. A signal sent to the caller before the helper's pid is known is held and delivered once
+//! [`SignalForwarding::attach`] names it.
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::error::{Error, Result};
+use crate::launch::Sandbox;
 
 const FORWARDED: [Signal; 4] = [
     Signal::SIGINT,
@@ -19,6 +25,8 @@ const FORWARDED: [Signal; 4] = [
 
 /// The helper to forward to; 0 when none.
 static TARGET: AtomicI32 = AtomicI32::new(0);
+/// A signal that arrived before the helper was known; 0 when none.
+static PENDING: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler; null is checked anyway.
@@ -30,12 +38,14 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
     if code > 0 {
         return;
     }
-    let pid = TARGET.load(Ordering::Relaxed);
+    let pid = TARGET.load(Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill(2) is async-signal-safe.
         unsafe {
             libc::kill(pid, sig);
         }
+    } else {
+        PENDING.store(sig, Ordering::SeqCst);
     }
 }
 
@@ -46,8 +56,12 @@ pub struct SignalForwarding {
 }
 
 impl SignalForwarding {
-    pub(crate) fn install(pid: i32) -> Result<SignalForwarding> {
-        TARGET.store(pid, Ordering::Relaxed);
+    /// Takes over SIGINT, SIGTERM, SIGHUP and SIGQUIT for this process until the guard is
+    /// dropped. Process-wide: meant for a command-line front end that runs one sandbox at a
+    /// time. Install it before spawning, then [`attach`](Self::attach) the sandbox.
+    pub fn install() -> Result<SignalForwarding> {
+        TARGET.store(0, Ordering::SeqCst);
+        PENDING.store(0, Ordering::SeqCst);
         let action = SigAction::new(
             SigHandler::SigAction(forward),
             SaFlags::SA_SIGINFO | SaFlags::SA_RESTART,
@@ -65,6 +79,21 @@ impl SignalForwarding {
         }
         Ok(guard)
     }
+
+    /// Forwards to `sandbox` from now on, delivering a signal that arrived before it started.
+    pub fn attach(&self, sandbox: &Sandbox) {
+        let pid = sandbox.id() as i32;
+        TARGET.store(pid, Ordering::SeqCst);
+        // A signal the handler parked between its TARGET check and now is taken here; one
+        // parked after the store above cannot happen, since the handler then sees the pid.
+        let held = PENDING.swap(0, Ordering::SeqCst);
+        if held != 0 && pid > 0 {
+            // SAFETY: plain kill(2) of the helper this process started.
+            unsafe {
+                libc::kill(pid, held);
+            }
+        }
+    }
 }
 
 impl Drop for SignalForwarding {
@@ -73,6 +102,7 @@ impl Drop for SignalForwarding {
             // SAFETY: restores the disposition that was in place before.
             let _ = unsafe { sigaction(sig, &old) };
         }
-        TARGET.store(0, Ordering::Relaxed);
+        TARGET.store(0, Ordering::SeqCst);
+        PENDING.store(0, Ordering::SeqCst);
     }
 }

@@ -77,7 +77,7 @@ fn read_spec() -> Result<Spec> {
 }
 
 /// Signals the helper handles, blocked and read through a signalfd so none slips between checks.
-fn signal_set() -> SigSet {
+pub(crate) fn signal_set() -> SigSet {
     let mut set = SigSet::empty();
     for s in [
         Signal::SIGCHLD,

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::process::{Child, Command};
 
 use crate::error::{Error, Result};
-use crate::forward::SignalForwarding;
 use crate::helper;
 use crate::protocol::{HELPER_ARG, Outcome, REPORT_FD, Report, SPEC_FD};
 use crate::spec::Spec;
@@ -113,18 +112,30 @@ pub fn spawn_with_helper(helper: &Path, spec: &Spec, streams: Streams) -> Result
     } else {
         Stdio::Null
     };
+    let helper_signals = crate::helper::signal_set();
     let mut cmd = Command::new(helper);
     cmd.arg0("kiln")
         .arg(HELPER_ARG)
         .stdin(stdin)
         .stdout(streams.stdout)
         .stderr(streams.stderr);
-    // SAFETY: the closure runs between fork and exec and only calls dup2, which is
-    // async-signal-safe; dup2 onto a different number clears close-on-exec on the copy.
+    // SAFETY: the closure runs between fork and exec and only calls dup2 and pthread_sigmask,
+    // both async-signal-safe; dup2 onto a different number clears close-on-exec on the copy.
     unsafe {
         cmd.pre_exec(move || {
             if libc::dup2(spec_raw, SPEC_FD) < 0 || libc::dup2(report_raw, REPORT_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // The helper starts with the signals it reads through its signalfd already blocked:
+            // a Ctrl-C typed while it is still reading the spec is then held for the sandbox
+            // instead of killing the helper with the default disposition.
+            let rc = libc::pthread_sigmask(
+                libc::SIG_BLOCK,
+                helper_signals.as_ref(),
+                std::ptr::null_mut(),
+            );
+            if rc != 0 {
+                return Err(std::io::Error::from_raw_os_error(rc));
             }
             Ok(())
         });
@@ -166,13 +177,6 @@ impl Sandbox {
         let pid = nix::unistd::Pid::from_raw(self.pid());
         nix::sys::signal::kill(pid, signal)
             .map_err(|e| Error::io("signalling the sandbox", e.into()))
-    }
-
-    /// Forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to this process to the sandbox until
-    /// the returned guard is dropped. Process-wide: meant for a command-line front end that
-    /// runs one sandbox at a time.
-    pub fn forward_signals(&self) -> Result<SignalForwarding> {
-        SignalForwarding::install(self.pid())
     }
 
     /// Waits for the sandbox to end and returns how it ended.

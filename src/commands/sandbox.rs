@@ -240,8 +240,9 @@ impl SandboxFlags {
 /// Runs `spec` in the foreground: Ctrl-C and `kill -TERM <kiln>` reach the sandbox the way
 /// they would reach a process started directly.
 pub fn run_in_foreground(spec: &Spec) -> CliResult<Outcome> {
+    let forwarding = kiln_runner::SignalForwarding::install()?;
     let sandbox = kiln_runner::spawn(spec, Streams::default())?;
-    let forwarding = sandbox.forward_signals()?;
+    forwarding.attach(&sandbox);
     let outcome = sandbox.wait();
     drop(forwarding);
     let outcome = outcome?;
