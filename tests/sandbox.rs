@@ -182,9 +182,16 @@ fn user_switch_sets_uid_gid_groups_and_home() {
     // A non-root user keeps no effective capabilities, as in docker.
     assert!(lines[4].ends_with("0000000000000000"), "{}", lines[4]);
 
+    // The primary gid is a supplementary group too (docker's fix for CVE-2022-36109).
+    let groups = "grep Groups /proc/self/status | tr -s '\\t ' ' '";
+    let run = fx.sh(&["-u", "daemon"], groups);
+    assert_eq!(run.stdout.trim(), "Groups: 1");
+
     // Root gets the groups that list it as a member.
     let run = fx.sh(&[], "id -G");
     assert_eq!(run.stdout.trim(), "0 10");
+    let run = fx.sh(&[], groups);
+    assert_eq!(run.stdout.trim(), "Groups: 0 10");
 
     // Numeric ids need no passwd entry; an explicit group drops supplementary groups.
     let run = fx.sh(&["-u", "4242:wheel"], "id -u; id -g; id -G; echo $HOME");

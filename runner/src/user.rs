@@ -3,7 +3,10 @@
 //! - a name must exist in passwd; a number need not (it then has gid 0 and home `/`);
 //! - without an explicit group the primary gid comes from passwd and the supplementary groups are
 //!   every group that lists the user's name as a member;
-//! - with an explicit group there are no supplementary groups (as with docker).
+//! - with an explicit group there are no supplementary groups from `/etc/group`;
+//! - the primary gid is always among the supplementary groups too, as docker, BuildKit and
+//!   buildah have done since CVE-2022-36109: without it a process could shed its primary group
+//!   and slip past a file's deny-by-group permissions.
 
 /// The identity the process runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +154,9 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ExecUser, UserEr
             }
         }
     }
+    if !exec.groups.contains(&exec.gid) {
+        exec.groups.insert(0, exec.gid);
+    }
     Ok(exec)
 }
 
@@ -176,7 +182,7 @@ mod tests {
     fn empty_is_root_with_its_groups() {
         let u = resolve("", PASSWD, GROUP).expect("root");
         assert_eq!((u.uid, u.gid, u.home.as_str()), (0, 0, "/root"));
-        assert_eq!(u.groups, vec![10]);
+        assert_eq!(u.groups, vec![0, 10]);
     }
 
     #[test]
@@ -187,7 +193,7 @@ mod tests {
             ExecUser {
                 uid: 1000,
                 gid: 1000,
-                groups: vec![10, 29],
+                groups: vec![1000, 10, 29],
                 home: "/home/app".into()
             }
         );
@@ -197,7 +203,7 @@ mod tests {
     fn uid_in_passwd_is_found_by_number() {
         let u = resolve("1000", PASSWD, GROUP).expect("1000");
         assert_eq!((u.uid, u.gid), (1000, 1000));
-        assert_eq!(u.groups, vec![10, 29]);
+        assert_eq!(u.groups, vec![1000, 10, 29]);
     }
 
     #[test]
@@ -217,7 +223,7 @@ mod tests {
             ExecUser {
                 uid: 4242,
                 gid: 0,
-                groups: vec![],
+                groups: vec![0],
                 home: "/".into()
             }
         );
@@ -226,10 +232,10 @@ mod tests {
     }
 
     #[test]
-    fn explicit_group_by_name_or_number_drops_supplementary_groups() {
+    fn explicit_group_by_name_or_number_keeps_only_itself() {
         let u = resolve("app:staff", PASSWD, GROUP).expect("app:staff");
         assert_eq!((u.uid, u.gid), (1000, 50));
-        assert!(u.groups.is_empty());
+        assert_eq!(u.groups, vec![50]);
         let u = resolve("daemon:99", PASSWD, GROUP).expect("daemon:99");
         assert_eq!((u.uid, u.gid), (1, 99));
     }
