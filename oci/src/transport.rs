@@ -139,7 +139,9 @@ struct Limited<W> {
 impl<W: Write> Write for Limited<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.len() as u64 > self.left {
-            return Err(io::Error::other("the blob is larger than its descriptor says"));
+            return Err(io::Error::other(
+                "the blob is larger than its descriptor says",
+            ));
         }
         let n = self.inner.write(buf)?;
         self.left -= n as u64;
@@ -196,8 +198,8 @@ impl LayoutTransport {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(layout, e)),
         };
-        let version: serde_json::Value =
-            serde_json::from_slice(&text).map_err(|e| Error::json(layout.display().to_string(), e))?;
+        let version: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| Error::json(layout.display().to_string(), e))?;
         if version.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
             return Err(Error::InvalidLayout(
                 self.dir.clone(),
@@ -299,13 +301,11 @@ impl CacheTransport for LayoutTransport {
         let mut index = self.read_index()?.ok_or_else(|| {
             Error::InvalidLayout(self.dir.clone(), "its oci-layout file went away".into())
         })?;
-        let mut entry = Descriptor::new(
-            MediaType::from(media_type),
-            blob.size,
-            digest.to_oci()?,
-        );
+        let mut entry = Descriptor::new(MediaType::from(media_type), blob.size, digest.to_oci()?);
         entry.set_annotations(Some(
-            [(REF_NAME.to_string(), self.tag.clone())].into_iter().collect(),
+            [(REF_NAME.to_string(), self.tag.clone())]
+                .into_iter()
+                .collect(),
         ));
         let mut manifests: Vec<Descriptor> = index
             .manifests()
@@ -389,7 +389,9 @@ mod tests {
     fn a_layout_round_trips_blobs_and_a_tagged_manifest() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let store = Store::open(dir.path().join("store")).unwrap_or_else(|e| panic!("{e}"));
-        let (digest, size) = store.put_blob(b"layer bytes").unwrap_or_else(|e| panic!("{e}"));
+        let (digest, size) = store
+            .put_blob(b"layer bytes")
+            .unwrap_or_else(|e| panic!("{e}"));
         let layer = BlobDesc {
             digest,
             size,
@@ -417,7 +419,10 @@ mod tests {
             Some(b"{\"a\":2}".to_vec())
         );
         let none = LayoutTransport::new(dir.path().join("cache"), "nothing");
-        assert_eq!(none.fetch_manifest().unwrap_or_else(|e| panic!("{e}")), None);
+        assert_eq!(
+            none.fetch_manifest().unwrap_or_else(|e| panic!("{e}")),
+            None
+        );
 
         let fresh = Store::open(dir.path().join("fresh")).unwrap_or_else(|e| panic!("{e}"));
         fetch_blob_into_store(&out, &fresh, &layer).unwrap_or_else(|e| panic!("{e}"));
