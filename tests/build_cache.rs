@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod support;
-use support::{KILN, is_root, require};
+use support::{KILN, have_tool, is_root, require};
 
 const DOCKERFILE: &str = "\
 FROM busybox:latest AS build
@@ -253,6 +253,42 @@ fn a_fresh_store_reuses_an_exported_cache_and_reruns_only_what_changed() {
     let changed = build(&third, &moved, &["--cache-from", &from]);
     changed.assert_cached(&[BUILD_RUN, COPY_A, RUN_A]);
     assert_ne!(changed.image_id, original.image_id);
+}
+
+#[test]
+fn an_export_copied_by_another_oci_tool_still_serves() {
+    let Some(dirs) = Dirs::new() else {
+        return;
+    };
+    if !require(have_tool("skopeo"), "skopeo") {
+        return;
+    }
+    let first = dirs.store("first");
+    let ctx = dirs.context("ctx", "a\n", "b\n");
+    let cache = dirs.path("cache");
+    let original = build(
+        &first,
+        &ctx,
+        &[
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", cache.display()),
+        ],
+    );
+    // What a registry round trip does: another tool copies the manifest and its blobs.
+    let copy = dirs.path("copy");
+    let out = Command::new("skopeo")
+        .args(["copy", "-q"])
+        .arg(format!("oci:{}:latest", cache.display()))
+        .arg(format!("oci:{}:latest", copy.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let second = dirs.store("second");
+    let from = format!("type=local,src={}", copy.display());
+    let reused = build(&second, &ctx, &["--cache-from", &from]);
+    assert_eq!(reused.steps_run, 0, "{:?}", reused.steps);
+    assert_eq!(reused.image_id, original.image_id);
 }
 
 #[test]

@@ -119,9 +119,7 @@ pub enum Error {
     #[error("build cancelled: another stage failed")]
     Cancelled,
     /// `type=registry` build cache, which needs a registry client this kiln does not have.
-    #[error(
-        "registry build cache ({0}) needs kiln's registry client, which is not available yet; use type=local,dest=DIR / type=local,src=DIR"
-    )]
+    #[error("registry build cache ({0}) needs kiln's registry client, which is not available yet")]
     RegistryCacheUnavailable(String),
     /// An exported build cache that kiln cannot read.
     #[error("build cache {source_name}: {reason}")]
