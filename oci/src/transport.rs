@@ -50,11 +50,26 @@ pub trait CacheTransport: Send + Sync {
     /// Stores `blob`, whose content `source` yields (exactly `blob.size` bytes hashing to
     /// `blob.digest`).
     fn put_blob(&self, blob: &BlobDesc, source: &mut dyn Read) -> Result<()>;
+
+    /// Fetches `blob` into the store, verified; nothing is fetched when the store has it
+    /// already. See [`fetch_blob_into_store`].
+    fn fetch_blob_into_store(&self, store: &Store, blob: &BlobDesc) -> Result<()> {
+        fetch_blob_into_store(self, store, blob)
+    }
+
+    /// Sends a blob of the store unless the place holds it already; `true` when it was sent.
+    /// See [`put_blob_from_store`]. A transport that can do better (upload from the file
+    /// `store.blob_path(digest)` with retries, mount it from another repository) overrides it.
+    fn put_blob_from_store(&self, store: &Store, blob: &BlobDesc) -> Result<bool> {
+        put_blob_from_store(self, store, blob)
+    }
 }
 
-/// Fetches `blob` into the store, verified; nothing is fetched when the store has it already.
-pub fn fetch_blob_into_store(
-    transport: &dyn CacheTransport,
+/// Fetches `blob` into the store through [`CacheTransport::fetch_blob`], verified: a digest or
+/// size that does not match leaves nothing in the store. Nothing is fetched when the store
+/// has the blob already.
+pub fn fetch_blob_into_store<T: CacheTransport + ?Sized>(
+    transport: &T,
     store: &Store,
     blob: &BlobDesc,
 ) -> Result<()> {
@@ -85,7 +100,10 @@ pub fn fetch_blob_into_store(
 }
 
 /// Fetches a small (JSON) blob into memory, verified.
-pub fn fetch_json_blob(transport: &dyn CacheTransport, blob: &BlobDesc) -> Result<Vec<u8>> {
+pub fn fetch_json_blob<T: CacheTransport + ?Sized>(
+    transport: &T,
+    blob: &BlobDesc,
+) -> Result<Vec<u8>> {
     if blob.size > MAX_JSON_SIZE {
         return Err(Error::TooLarge {
             what: format!("blob {}", blob.digest),
@@ -111,10 +129,10 @@ pub fn fetch_json_blob(transport: &dyn CacheTransport, blob: &BlobDesc) -> Resul
     Ok(out)
 }
 
-/// Sends a blob of the store to the transport unless it holds it already; `true` when it was
-/// sent. The store's copy is verified as it is read.
-pub fn put_blob_from_store(
-    transport: &dyn CacheTransport,
+/// Sends a blob of the store through [`CacheTransport::put_blob`] unless the transport holds
+/// it already; `true` when it was sent. The store's copy is verified as it is read.
+pub fn put_blob_from_store<T: CacheTransport + ?Sized>(
+    transport: &T,
     store: &Store,
     blob: &BlobDesc,
 ) -> Result<bool> {

@@ -6,7 +6,7 @@ use super::format::{EMPTY_JSON, encode};
 use crate::cache::CacheRecord;
 use crate::error::Result;
 use kiln_oci::Store;
-use kiln_oci::transport::{CacheTransport, put_blob_from_store};
+use kiln_oci::transport::CacheTransport;
 use std::collections::BTreeMap;
 
 /// What an export wrote.
@@ -43,7 +43,7 @@ pub fn export(
             }
             absent
         } else {
-            put_blob_from_store(transport, store, layer)?
+            transport.put_blob_from_store(store, layer)?
         };
         if written {
             report.layers_written += 1;

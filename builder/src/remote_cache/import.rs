@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::events::{Event, EventSink};
 use crate::vertex::Vertex;
 use kiln_oci::Store;
-use kiln_oci::transport::{BlobDesc, CacheTransport, fetch_blob_into_store, fetch_json_blob};
+use kiln_oci::transport::{BlobDesc, CacheTransport, fetch_json_blob};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU32;
 
@@ -145,10 +145,12 @@ impl Source {
                 source_name: self.transport.describe(),
                 reason: format!("layer {} is not listed in the manifest", layer.digest),
             })?;
-        fetch_blob_into_store(self.transport.as_ref(), store, blob).map_err(|e| Error::Layer {
-            digest: layer.digest.to_string(),
-            source: std::io::Error::other(e),
-        })
+        self.transport
+            .fetch_blob_into_store(store, blob)
+            .map_err(|e| Error::Layer {
+                digest: layer.digest.to_string(),
+                source: std::io::Error::other(e),
+            })
     }
 }
 
