@@ -402,4 +402,17 @@ fn an_unreadable_cache_source_is_a_warning() {
         "{}",
         ignored.messages
     );
+    let registry = build(
+        &root,
+        &ctx,
+        &[
+            "--cache-to",
+            "type=registry,ref=registry.example/app:cache,ignore-error=true",
+        ],
+    );
+    assert!(
+        registry.messages.contains("registry.example/app:cache"),
+        "{}",
+        registry.messages
+    );
 }
