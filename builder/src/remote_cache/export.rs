@@ -67,3 +67,51 @@ pub fn export(
     ));
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Recorder;
+    use crate::remote_cache::RemoteCache;
+    use kiln_oci::transport::LayoutTransport;
+
+    #[test]
+    fn config_only_records_export_with_the_empty_blob_and_read_back() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path().join("store")).unwrap_or_else(|e| panic!("{e}"));
+        let key = format!("sha256:{}", "ab".repeat(32));
+        let records: BTreeMap<String, CacheRecord> = [(
+            key.clone(),
+            CacheRecord {
+                created: "2026-01-01T00:00:00Z".into(),
+                layer: None,
+            },
+        )]
+        .into_iter()
+        .collect();
+        let layout = LayoutTransport::new(dir.path().join("cache"), "latest");
+        let mut lines = Vec::new();
+        let report = export(&store, &layout, &records, &mut |l| lines.push(l))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((report.records, report.layers_written), (1, 1));
+        let empty = dir
+            .path()
+            .join("cache/blobs/sha256")
+            .join(kiln_oci::Digest::of(EMPTY_JSON).hex());
+        assert_eq!(std::fs::read(empty).ok(), Some(EMPTY_JSON.to_vec()));
+        // Exporting again writes no blob twice and the same manifest.
+        let again =
+            export(&store, &layout, &records, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((again.layers_written, again.layers_present), (0, 1));
+        assert_eq!(again.manifest_digest, report.manifest_digest);
+
+        let events = Recorder::default();
+        let remote = RemoteCache::from_transports(vec![Box::new(layout)], &events);
+        let fresh = Store::open(dir.path().join("fresh")).unwrap_or_else(|e| panic!("{e}"));
+        let cache = crate::cache::Cache::new(&fresh);
+        assert_eq!(
+            remote.lookup(&fresh, &cache, &key, &events),
+            records.get(&key).cloned()
+        );
+    }
+}

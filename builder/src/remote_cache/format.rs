@@ -301,4 +301,16 @@ mod tests {
         );
         assert!(decode_manifest(b"[]", "x").is_err());
     }
+
+    #[test]
+    fn keys_that_are_not_digests_are_left_out() {
+        // A key names a file under `<store>/cache/`: nothing but a digest may get there.
+        let config = br#"{"records":[
+            {"key":"../../etc/passwd","created":"x"},
+            {"key":"sha256:abc","created":"x"},
+            {"key":"sha256:0101010101010101010101010101010101010101010101010101010101010101","created":"x"}]}"#;
+        let records = decode_config(config, &[], "x").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(records.keys().cloned().collect::<Vec<_>>(), [key(1)]);
+        assert!(decode_config(b"{\"records\":7}", &[], "x").is_err());
+    }
 }
