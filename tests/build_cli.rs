@@ -488,8 +488,10 @@ fn unsupported_and_bad_flags_exit_2_with_a_reason() {
     let cases: &[(&[&str], &str)] = &[
         (&["--secret", "id=token,src=t"], "--secret"),
         (&["--ssh", "default=/nonexistent/agent.sock"], "--ssh"),
-        (&["--cache-from", "type=local,src=c"], "--cache-from"),
-        (&["--cache-to", "type=local,dest=c"], "--cache-to"),
+        (&["--cache-from", "type=gha"], "--cache-from"),
+        (&["--cache-to", "type=local"], "dest="),
+        (&["--cache-to", "type=local,dest=c,mode=all"], "--cache-to"),
+        (&["--cache-to", "type=registry,ref=r.example/c"], "registry"),
         (&["--push"], "--push"),
         (&["--platform", foreign], "--platform"),
         (&["--platform", "linux/amd64,linux/arm64"], "multi-platform"),

@@ -118,6 +118,12 @@ pub enum Error {
     /// Another stage of the build failed first; this one stopped.
     #[error("build cancelled: another stage failed")]
     Cancelled,
+    /// `type=registry` build cache, which needs a registry client this kiln does not have.
+    #[error("registry build cache ({0}) needs kiln's registry client, which is not available yet")]
+    RegistryCacheUnavailable(String),
+    /// An exported build cache that kiln cannot read.
+    #[error("build cache {source_name}: {reason}")]
+    CacheFormat { source_name: String, reason: String },
     /// A worker thread of the build died.
     #[error("internal error: the {0} thread panicked")]
     Thread(&'static str),

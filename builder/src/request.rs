@@ -1,6 +1,7 @@
 //! What a build is asked to do, and what it produced: the contract between the command line and
 //! the solver.
 
+use crate::remote_cache::{CacheLocation, ExportableCache};
 use kiln_grammar::plan::PlanOptions;
 use kiln_oci::Compression;
 use kiln_runner::Network;
@@ -41,6 +42,8 @@ pub struct BuildRequest {
     pub secrets: BTreeMap<String, SecretSource>,
     /// `--ssh` agent sockets by id (`default` for a bare `--ssh default`).
     pub ssh: BTreeMap<String, PathBuf>,
+    /// `--cache-from`: exported caches to look steps up in, in order, after the store's own.
+    pub cache_from: Vec<CacheLocation>,
 }
 
 /// Where a build secret's value comes from.
@@ -64,4 +67,6 @@ pub struct BuildOutcome {
     /// Steps that ran and steps answered from the cache.
     pub steps_run: usize,
     pub steps_cached: usize,
+    /// The cache records of the build, for `--cache-to`.
+    pub cache: ExportableCache,
 }

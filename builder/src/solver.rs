@@ -17,6 +17,7 @@
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventSink};
+use crate::remote_cache::{ExportableCache, RemoteCache};
 use crate::request::{BuildOutcome, BuildRequest};
 use crate::stage::{BuildCtx, build_stage};
 use crate::state::StageState;
@@ -94,15 +95,18 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildOutc
     let clamp_mtime = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|v| v.trim().parse::<i64>().ok());
+    let ids = AtomicU32::new(1);
+    let remote = RemoteCache::load(&request.cache_from, events, &ids);
     let ctx = BuildCtx {
         request,
         plan: &plan,
         store: &store,
         snapshotter: &snapshotter,
         cache: Cache::new(&store),
+        remote,
         events,
         lexer: Lexer::new(plan.escape),
-        ids: AtomicU32::new(1),
+        ids,
         cancelled: AtomicBool::new(false),
         steps_run: AtomicUsize::new(0),
         steps_cached: AtomicUsize::new(0),
@@ -116,6 +120,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildOutc
             location: request.dockerfile_name.clone(),
             message: format!("the target stage {} was not built", plan.target),
         })?;
+    let cache = ExportableCache::collect(&target, built.values());
     finish_config(&mut target, request);
     let image = store.write_image(&target.config, &target.layers, &tags)?;
     Ok(BuildOutcome {
@@ -124,6 +129,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildOutc
         tags: tags.iter().map(Reference::store_tag).collect(),
         steps_run: ctx.steps_run.load(Ordering::Relaxed),
         steps_cached: ctx.steps_cached.load(Ordering::Relaxed),
+        cache,
     })
 }
 

@@ -6,6 +6,7 @@ use crate::cache_key::CacheKey;
 use crate::context::{BuildContext, DigestMemo, Entry};
 use crate::error::{Error, Result};
 use crate::events::EventSink;
+use crate::remote_cache::RemoteCache;
 use crate::request::BuildRequest;
 use crate::rootfs::unpack_image;
 use crate::state::StageState;
@@ -28,6 +29,8 @@ pub struct BuildCtx<'a> {
     pub store: &'a Store,
     pub snapshotter: &'a Snapshotter,
     pub cache: Cache,
+    /// `--cache-from`: records of exported caches, looked up when the store has none.
+    pub remote: RemoteCache,
     pub events: &'a dyn EventSink,
     pub lexer: Lexer,
     /// The next step id (`#N`).
@@ -139,7 +142,12 @@ impl StageCtx<'_, '_> {
         if self.no_cache {
             return None;
         }
-        self.build.cache.lookup(self.build.store, key)
+        self.build.cache.lookup(self.build.store, key).or_else(|| {
+            let build = self.build;
+            build
+                .remote
+                .lookup(build.store, &build.cache, key, build.events)
+        })
     }
 
     /// Reuses a cached layer: adds it to the state and makes sure its snapshot exists,

@@ -2,6 +2,7 @@
 //! directory, shell, history…), its layers, the snapshot chain they make, the cache key of the
 //! last step and the build args in scope.
 
+use crate::cache::CacheRecord;
 use kiln_oci::{ContainerConfig, History, ImageConfig, Layer};
 use kiln_snapshotter::ChainId;
 
@@ -27,6 +28,9 @@ pub struct StageState {
     pub args: Vec<(String, Option<String>)>,
     /// Whether this stage has set CMD (an ENTRYPOINT then keeps it).
     pub cmd_set: bool,
+    /// The cache key and record of every step so far, base stages' included: what
+    /// `--cache-to` exports.
+    pub cache_records: Vec<(String, CacheRecord)>,
 }
 
 impl StageState {
@@ -48,6 +52,7 @@ impl StageState {
             cache_key: String::new(),
             args: Vec::new(),
             cmd_set: false,
+            cache_records: Vec::new(),
         };
         if state.env_value("PATH").is_none() {
             state.set_env("PATH", kiln_runner::DEFAULT_PATH);

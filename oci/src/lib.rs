@@ -29,6 +29,7 @@ pub mod image;
 pub mod layer;
 pub mod reference;
 pub mod store;
+pub mod transport;
 
 pub use config::{ContainerConfig, HealthConfig, History, ImageConfig, RootFs};
 pub use digest::Digest;

@@ -3,6 +3,7 @@
 //! results: the image id on stdout (or a `result` object in rawjson mode), `--iidfile`,
 //! `--metadata-file` and every `--output`.
 
+mod cache;
 mod context;
 mod output;
 mod scratch;
@@ -89,10 +90,12 @@ pub struct BuildArgs {
     /// `ID=SOCKET`).
     #[arg(long = "ssh", value_name = "SPEC")]
     pub ssh: Vec<String>,
-    /// Import build cache (`type=registry,ref=…` or `type=local,src=…`).
+    /// Import build cache (`type=registry,ref=…` or `type=local,src=…`); repeatable, tried
+    /// in order.
     #[arg(long = "cache-from", value_name = "SPEC")]
     pub cache_from: Vec<String>,
-    /// Export build cache (`type=registry,ref=…[,mode=min|max]` or `type=local,dest=…`).
+    /// Export build cache (`type=registry,ref=…` or `type=local,dest=…`, with
+    /// `[,mode=min|max][,ignore-error=true]`); repeatable.
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
     /// Push the image after building it (same as `--output type=registry`).
@@ -151,19 +154,7 @@ impl BuildArgs {
     /// Flags kiln accepts (scripts written for buildx pass them) but cannot honour yet: refused
     /// before anything runs, rather than silently building something else.
     fn refuse_unsupported(&self) -> CliResult<()> {
-        let unsupported = [
-            (
-                "--cache-from",
-                !self.cache_from.is_empty(),
-                "importing build cache",
-            ),
-            (
-                "--cache-to",
-                !self.cache_to.is_empty(),
-                "exporting build cache",
-            ),
-            ("--push", self.push, "pushing to a registry"),
-        ];
+        let unsupported = [("--push", self.push, "pushing to a registry")];
         for (flag, given, what) in unsupported {
             if given {
                 return Err(CliError::Unsupported {
@@ -288,6 +279,17 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
     let labels = args.labels()?;
     let secrets = secrets::secrets(&args.secrets)?;
     let ssh = secrets::ssh(&args.ssh)?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|spec| cache::import_spec(spec))
+        .collect::<CliResult<Vec<_>>>()?;
+    let cache_to = args
+        .cache_to
+        .iter()
+        .map(|spec| cache::export_spec(spec))
+        .collect::<CliResult<Vec<_>>>()?;
+    let exporters = cache::open_exports(cache_to)?;
     let plan = PlanOptions {
         target: args.plan.target.clone(),
         build_args: args.plan.build_args()?,
@@ -315,11 +317,13 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         compression,
         secrets,
         ssh,
+        cache_from,
     };
 
     let progress = Progress::new(mode.display());
     let finished = build_and_export(&store, &request, &tags, &outputs, &progress).and_then(
         |(outcome, image)| {
+            cache::export_all(&store, &outcome.cache, &exporters, &progress)?;
             if let Some(path) = &args.iidfile {
                 output::write_file_atomically(path, |out| {
                     out.write_all(outcome.image_id.as_bytes())

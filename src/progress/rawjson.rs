@@ -95,6 +95,7 @@ mod tests {
             tags: vec!["app:1".into()],
             steps_run: 1,
             steps_cached: 0,
+            cache: Default::default(),
         }));
         let text = String::from_utf8(raw.into_inner()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

@@ -74,6 +74,13 @@ pub fn record_config_step(
         }
     };
     state.add_history(created_by, true, &created);
+    state.cache_records.push((
+        key.clone(),
+        CacheRecord {
+            created,
+            layer: None,
+        },
+    ));
     state.cache_key = key;
     Ok(())
 }
@@ -213,6 +220,7 @@ pub fn layer_step(
         && matches!(ctx.reuse_layer(state, &record), Ok(true))
     {
         state.add_history(created_by, false, &record.created);
+        state.cache_records.push((key.clone(), record));
         state.cache_key = after_layer(&key, state);
         build.steps_cached.fetch_add(1, Ordering::Relaxed);
         vertex.cached();
@@ -288,13 +296,12 @@ fn execute_layer(
         });
     }
     let created = kiln_oci::image::creation_time();
-    build.cache.store(
-        key,
-        &CacheRecord {
-            created: created.clone(),
-            layer: Some(LayerRecord::new(&layer, committed.chain_id.as_str())),
-        },
-    )?;
+    let record = CacheRecord {
+        created: created.clone(),
+        layer: Some(LayerRecord::new(&layer, committed.chain_id.as_str())),
+    };
+    build.cache.store(key, &record)?;
+    state.cache_records.push((key.to_string(), record));
     state.layers.push(layer);
     state.chain = Some(committed.chain_id);
     state.add_history(created_by, false, &created);

@@ -251,7 +251,7 @@ impl Output {
 
 /// The fields of a buildx-style CSV value: split at commas, except inside double quotes
 /// (`name="app:1,app:latest"`), with the quotes removed.
-fn csv_fields(spec: &str) -> Vec<String> {
+pub(super) fn csv_fields(spec: &str) -> Vec<String> {
     let mut fields = vec![String::new()];
     let mut quoted = false;
     for c in spec.chars() {
