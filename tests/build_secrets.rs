@@ -228,3 +228,277 @@ fn onbuild_triggers_of_the_base_run_in_the_child() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(env.read("both"), "hi\nx from the context\n");
 }
+
+/// A loopback HTTP server with canned answers, for ADD of URLs. `body` is what `/dir/file.txt`
+/// serves (changeable between builds); it carries a Last-Modified time.
+struct HttpServer {
+    port: u16,
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// The Last-Modified time `/dir/file.txt` is served with, and the same in seconds.
+const LAST_MODIFIED: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+const LAST_MODIFIED_SECS: i64 = 784_111_777;
+
+impl HttpServer {
+    fn start() -> HttpServer {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let body = std::sync::Arc::new(std::sync::Mutex::new("first\n".to_string()));
+        let shared = body.clone();
+        // The thread ends with the test process; it only ever answers on loopback.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut line = String::new();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                // The rest of the request head.
+                loop {
+                    let mut header = String::new();
+                    match reader.read_line(&mut header) {
+                        Ok(n) if n > 2 => continue,
+                        _ => break,
+                    }
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let (status, headers, text) = match path.as_str() {
+                    "/dir/file.txt" => (
+                        "200 OK",
+                        format!("Last-Modified: {LAST_MODIFIED}\r\n"),
+                        shared.lock().unwrap().clone(),
+                    ),
+                    "/" => ("200 OK", String::new(), "root\n".to_string()),
+                    "/moved" => (
+                        "302 Found",
+                        "Location: /dir/file.txt\r\n".to_string(),
+                        String::new(),
+                    ),
+                    "/loop" => (
+                        "302 Found",
+                        "Location: /loop\r\n".to_string(),
+                        String::new(),
+                    ),
+                    "/silent" => {
+                        std::thread::sleep(std::time::Duration::from_secs(30));
+                        continue;
+                    }
+                    _ => ("404 Not Found", String::new(), "no\n".to_string()),
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        HttpServer { port, body }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+#[test]
+fn add_of_urls_fetches_verifies_and_caches_by_content() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(env) = Env::new() else { return };
+    let server = HttpServer::start();
+    let file = server.url("/dir/file.txt");
+    env.dockerfile(&format!(
+        "FROM busybox\nADD {file} /a/\nADD --checksum=sha256:{} {} /b\nADD {} /c/\n",
+        sha256sum("first\n"),
+        server.url("/moved"),
+        server.url("/"),
+    ));
+    let out = env.build(&[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.read("a/file.txt"), "first\n");
+    let meta = std::fs::metadata(env.path("out/a/file.txt")).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    assert_eq!(meta.mtime(), LAST_MODIFIED_SECS);
+    assert_eq!(env.read("b"), "first\n");
+    assert_eq!(env.read("c/__unnamed__"), "root\n");
+
+    // Unchanged content: every ADD is answered from the cache. Changed content: the ADDs of
+    // that URL run again.
+    let out = env.build(&[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).matches("CACHED").count(),
+        3,
+        "{}",
+        stderr(&out)
+    );
+    *server.body.lock().unwrap() = "second\n".to_string();
+    env.dockerfile(&format!("FROM busybox\nADD {file} /a/\n"));
+    let out = env.build(&[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("CACHED"), "{}", stderr(&out));
+    assert_eq!(env.read("a/file.txt"), "second\n");
+}
+
+#[test]
+fn add_of_urls_fails_clearly() {
+    let Some(env) = Env::new() else { return };
+    let server = HttpServer::start();
+    let cases = [
+        (
+            format!("ADD {} /x", server.url("/nothing")),
+            "404 Not Found",
+        ),
+        (
+            format!(
+                "ADD --checksum=sha256:{} {} /x",
+                "0".repeat(64),
+                server.url("/dir/file.txt")
+            ),
+            "checksum mismatch",
+        ),
+        (
+            format!("ADD {} /x", server.url("/loop")),
+            "more than 10 redirects",
+        ),
+        (
+            format!("ADD {} /x", server.url("/silent")),
+            "timed out after 1s",
+        ),
+        (
+            format!("ADD local.txt {} /x/", server.url("/dir/file.txt")),
+            "\"local.txt\" is a path",
+        ),
+    ];
+    for (line, want) in cases {
+        env.dockerfile(&format!("FROM busybox\n{line}\n"));
+        let out = env.build(&[], &[("KILN_HTTP_TIMEOUT", "1")]);
+        assert_eq!(out.status.code(), Some(1), "{line}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(want),
+            "{line}: want {want:?} in {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains("Dockerfile:2"), "{}", stderr(&out));
+    }
+}
+
+/// A git daemon on loopback serving the repositories below `base` (it ends with the test).
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(base: &Path) -> GitDaemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("git")
+            .args([
+                "daemon",
+                "--export-all",
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        GitDaemon { child, port }
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=kiln",
+            "-c",
+            "user.email=kiln@example.invalid",
+        ])
+        .args(["-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn add_of_a_git_repository_checks_out_refs_and_subdirs() {
+    if !require(support::have_tool("git"), "git (apt-get install git)") {
+        return;
+    }
+    let Some(env) = Env::new() else { return };
+    let work = env.path("work");
+    std::fs::create_dir_all(work.join("sub")).unwrap();
+    git(&work, &["init", "-q"]);
+    std::fs::write(work.join("top.txt"), "v1\n").unwrap();
+    std::fs::write(work.join("sub/inner.txt"), "inner\n").unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "one"]);
+    git(&work, &["tag", "v1"]);
+    let first = git(&work, &["rev-parse", "HEAD"]);
+    std::fs::write(work.join("top.txt"), "v2\n").unwrap();
+    git(&work, &["commit", "-q", "-am", "two"]);
+    let served = env.path("served");
+    std::fs::create_dir(&served).unwrap();
+    git(
+        &served,
+        &["clone", "-q", "--bare", work.to_str().unwrap(), "repo.git"],
+    );
+    let daemon = GitDaemon::start(&served);
+    let repo = format!("git://127.0.0.1:{}/repo.git", daemon.port);
+
+    env.dockerfile(&format!(
+        "FROM busybox\nADD {repo} /head/\nADD {repo}#v1 /tag/\nADD {repo}#main:sub /sub/\n\
+         ADD --keep-git-dir {repo}#{first} /commit/\nADD --checksum={first} {repo}#v1 /checked/\n"
+    ));
+    let out = env.build(&[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.read("head/top.txt"), "v2\n");
+    assert!(!env.path("out/head/.git").exists());
+    assert_eq!(env.read("tag/top.txt"), "v1\n");
+    assert_eq!(env.read("sub/inner.txt"), "inner\n");
+    assert!(!env.path("out/sub/top.txt").exists());
+    assert_eq!(env.read("commit/top.txt"), "v1\n");
+    assert!(env.path("out/commit/.git").is_dir());
+    assert_eq!(env.read("checked/top.txt"), "v1\n");
+
+    env.dockerfile(&format!(
+        "FROM busybox\nADD --checksum=0000000 {repo}#v1 /x/\n"
+    ));
+    let out = env.build(&[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("checksum mismatch"),
+        "{}",
+        stderr(&out)
+    );
+    env.dockerfile(&format!("FROM busybox\nADD {repo}#no-such-branch /x/\n"));
+    let out = env.build(&[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no-such-branch"), "{}", stderr(&out));
+}
