@@ -502,3 +502,150 @@ fn add_of_a_git_repository_checks_out_refs_and_subdirs() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("no-such-branch"), "{}", stderr(&out));
 }
+
+/// The `why:` lines of plain progress, as `(step title, reason)`.
+fn explanations(out: &Output) -> Vec<(String, String)> {
+    let text = stderr(out);
+    let mut names = std::collections::BTreeMap::new();
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let Some((id, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        if let Some(reason) = rest.strip_prefix("why: ") {
+            let name: &String = names.get(id).unwrap();
+            found.push((name.clone(), reason.to_string()));
+        } else if rest.starts_with('[') && id.starts_with('#') {
+            names
+                .entry(id.to_string())
+                .or_insert_with(|| rest.to_string());
+        }
+    }
+    found
+}
+
+#[track_caller]
+fn assert_explained(out: &Output, step: &str, reason: &str) {
+    assert!(out.status.success(), "{}", stderr(out));
+    let found = explanations(out);
+    assert!(
+        found
+            .iter()
+            .any(|(s, r)| s.contains(step) && r.contains(reason)),
+        "no {step:?} explained by {reason:?} in {found:#?}"
+    );
+}
+
+#[test]
+fn explanations_name_the_input_that_changed() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(env) = Env::new() else { return };
+    std::fs::write(env.path("ctx/a.txt"), "a\n").unwrap();
+    std::fs::write(env.path("ctx/b.txt"), "b\n").unwrap();
+    let dockerfile = |e: &str| {
+        env.dockerfile(&format!(
+            "FROM busybox\nARG V=1\nENV E={e}\nCOPY *.txt /c/\nRUN echo \"$V $E\" > /v\n"
+        ))
+    };
+    dockerfile("1");
+    let build = |extra: &[&str]| {
+        let mut flags = vec!["-t", "app"];
+        flags.extend_from_slice(extra);
+        env.build(&flags, &[])
+    };
+    let out = build(&[]);
+    assert_explained(&out, "COPY *.txt /c/", "no earlier build of app:latest");
+    // Nothing changed: nothing runs and nothing is explained.
+    let out = build(&[]);
+    assert!(explanations(&out).is_empty(), "{}", stderr(&out));
+
+    std::fs::write(env.path("ctx/a.txt"), "a, edited\n").unwrap();
+    let out = build(&[]);
+    assert_explained(&out, "COPY *.txt /c/", "context file a.txt changed content");
+    assert_explained(
+        &out,
+        "RUN echo",
+        "an earlier step ran: [2/3] COPY *.txt /c/",
+    );
+
+    std::fs::set_permissions(
+        env.path("ctx/b.txt"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let out = build(&[]);
+    assert_explained(&out, "COPY", "context file b.txt changed mode (644 → 755)");
+
+    std::fs::write(env.path("ctx/new.txt"), "new\n").unwrap();
+    let out = build(&[]);
+    assert_explained(&out, "COPY", "context file new.txt was added");
+    // (Removing new.txt again would be a hit: the cache has that state from before.)
+    std::fs::remove_file(env.path("ctx/b.txt")).unwrap();
+    let out = build(&[]);
+    assert_explained(&out, "COPY", "context file b.txt was removed");
+
+    let out = build(&["--build-arg", "V=2"]);
+    assert_explained(&out, "RUN echo", "build arg V changed");
+    assert_eq!(env.read("v"), "2 1\n");
+
+    dockerfile("2");
+    let out = build(&["--build-arg", "V=2"]);
+    assert_explained(&out, "RUN echo", "ENV E changed");
+    assert_explained(&out, "COPY", "an earlier step ran: ENV E=2");
+
+    let out = build(&["--build-arg", "V=2", "--no-cache"]);
+    assert_explained(&out, "COPY", "--no-cache");
+
+    // --explain repeats the reasons after the build.
+    std::fs::write(env.path("ctx/a.txt"), "a, again\n").unwrap();
+    let out = env.run(
+        &[
+            "build",
+            "-q",
+            "--explain",
+            "-t",
+            "app",
+            "--build-arg",
+            "V=2",
+            "ctx",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.starts_with("Why steps ran:\n"), "{text}");
+    assert!(
+        text.contains("COPY *.txt /c/\n    context file a.txt changed content\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn explanations_name_a_changed_base_image() {
+    let Some(env) = Env::new() else { return };
+    env.dockerfile("FROM busybox\nRUN echo one > /x\n");
+    let out = env.run(&["build", "-q", "-t", "base", "ctx"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    env.dockerfile("FROM base\nRUN cat /x > /y\n");
+    let out = env.build(&["-t", "child"], &[]);
+    assert_explained(&out, "RUN cat /x", "no earlier build of child:latest");
+
+    env.dockerfile("FROM busybox\nRUN echo two > /x\n");
+    let out = env.run(&["build", "-q", "-t", "base", "ctx"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    env.dockerfile("FROM base\nRUN cat /x > /y\n");
+    let out = env.build(&["-t", "child"], &[]);
+    let short = |id: &str| id[..19].to_string();
+    assert_explained(
+        &out,
+        "RUN cat /x",
+        &format!(
+            "the base image base changed: {} → {}",
+            short(&first),
+            short(&second)
+        ),
+    );
+    assert_eq!(env.read("y"), "two\n");
+}

@@ -7,6 +7,7 @@ pub mod copy;
 pub mod dockerignore;
 pub mod error;
 pub mod events;
+pub mod explain;
 pub mod history;
 mod inroot;
 mod path;

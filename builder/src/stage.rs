@@ -41,6 +41,8 @@ pub struct BuildCtx<'a> {
     /// The build context and its entries, walked on first use (a Dockerfile without COPY or
     /// ADD never reads it).
     pub context: Mutex<Option<Arc<ContextFiles>>>,
+    /// Why steps ran (see [`crate::explain`]).
+    pub explain: crate::explain::Explainer,
 }
 
 /// The build context, walked (`.dockerignore` applied).

@@ -95,6 +95,9 @@ pub struct BuildArgs {
     /// Export build cache (`type=registry,ref=…[,mode=min|max]` or `type=local,dest=…`).
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
+    /// After the build, print why each step that ran was not answered from the cache.
+    #[arg(long)]
+    pub explain: bool,
     /// Push the image after building it (same as `--output type=registry`).
     #[arg(long)]
     pub push: bool,
@@ -318,6 +321,11 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
     };
 
     let progress = Progress::new(mode.display());
+    let progress = if args.explain {
+        progress.collect_explanations()
+    } else {
+        progress
+    };
     let finished = build_and_export(&store, &request, &tags, &outputs, &progress).and_then(
         |(outcome, image)| {
             if let Some(path) = &args.iidfile {
@@ -340,6 +348,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
     match finished {
         Ok(outcome) => {
             progress.finish(Some(&outcome));
+            progress.print_explanations();
             // The image id is the command's result: on stdout unless stdout carries an
             // archive, or JSON lines (where the `result` object says it).
             if !stdout_taken && !mode.uses_stdout() {
@@ -349,6 +358,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         }
         Err(err) => {
             progress.finish(None);
+            progress.print_explanations();
             Err(err)
         }
     }

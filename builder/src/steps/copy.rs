@@ -104,7 +104,7 @@ pub fn copy(
         let key = CacheKey::new(&state.cache_key)
             .instruction(&canonical)
             .sources(&files)
-            .finish();
+            .finish_explained();
         layer_step(
             ctx,
             state,
