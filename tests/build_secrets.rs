@@ -649,3 +649,42 @@ fn explanations_name_a_changed_base_image() {
     );
     assert_eq!(env.read("y"), "two\n");
 }
+
+#[test]
+fn ssh_key_files_are_served_by_an_agent_that_ends_with_the_build() {
+    if !require(
+        support::have_tool("ssh-agent") && support::have_tool("ssh-keygen"),
+        "ssh-agent and ssh-keygen (apt-get install openssh-client)",
+    ) {
+        return;
+    }
+    let Some(env) = Env::new() else { return };
+    let key = env.path("id_test");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let tmp = env.path("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    env.dockerfile(
+        "FROM busybox\nRUN --mount=type=ssh,id=deploy,mode=0640,uid=1,gid=2,target=/run/agent \
+         test -S /run/agent && stat -c '%a %u %g' /run/agent > /owner && echo \"$SSH_AUTH_SOCK\" > /sock\n",
+    );
+    let spec = format!("deploy={}", key.display());
+    let out = env.build(&["--ssh", &spec], &[("TMPDIR", tmp.to_str().unwrap())]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.read("owner"), "640 1 2\n");
+    assert_eq!(env.read("sock"), "/run/agent\n");
+    // The agent's private directory went with it.
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+
+    let out = env.build(&["--ssh", "deploy=/no/such/key"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("neither an agent socket nor a key file"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -16,6 +16,7 @@ pub mod request;
 pub mod rootfs;
 mod sandbox;
 pub mod solver;
+mod ssh_proxy;
 mod stage;
 pub mod state;
 mod steps;

@@ -7,6 +7,7 @@ mod context;
 mod output;
 mod scratch;
 mod secrets;
+mod ssh_agent;
 
 use crate::commands::{Access, open_store};
 use crate::error::{CliError, CliResult};
@@ -317,7 +318,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         network,
         compression,
         secrets,
-        ssh,
+        ssh: ssh.sockets.clone(),
     };
 
     let progress = Progress::new(mode.display());

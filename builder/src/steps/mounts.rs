@@ -102,6 +102,9 @@ struct SshMount {
     /// The agent socket on the host; `None` when the build has none and the mount is not
     /// required, which skips it.
     socket: Option<PathBuf>,
+    /// `mode`, `uid`, `gid` when any is given: the step gets a relaying socket of its own
+    /// with them (BuildKit's defaults, 0600 and root, for those not given).
+    owner: Option<(u32, u32, u32)>,
 }
 
 /// The mounts of one RUN.
@@ -123,6 +126,7 @@ pub struct Attached {
     snapshots: Vec<ActiveSnapshot>,
     _copies: Vec<tempfile::TempDir>,
     _locks: Vec<File>,
+    _agents: Vec<crate::ssh_proxy::AgentProxy>,
 }
 
 impl Attached {
@@ -220,20 +224,21 @@ impl RunMounts {
                     continue;
                 }
                 MountType::Ssh => {
-                    // The agent's own socket is mounted: changing its owner or mode would
-                    // change the host's socket, so these are refused rather than ignored.
-                    if let Some(key) = ["mode", "uid", "gid"]
+                    // The agent's own socket is mounted as it is, unless the mount asks for a
+                    // mode or owner: changing those would change the host's socket, so the
+                    // step then gets a relaying socket of its own.
+                    let owner = if ["mode", "uid", "gid"]
                         .into_iter()
-                        .find(|k| mount.option(k).is_some())
+                        .any(|k| mount.option(k).is_some())
                     {
-                        return Err(Error::Unsupported {
-                            location: ctx.build.location(instruction.span),
-                            message: format!(
-                                "RUN --mount=type=ssh,{key}=…: kiln mounts the agent socket \
-                                 itself and cannot change its {key}"
-                            ),
-                        });
-                    }
+                        Some((
+                            number("mode", 8)?.unwrap_or(0o600),
+                            number("uid", 10)?.unwrap_or(0),
+                            number("gid", 10)?.unwrap_or(0),
+                        ))
+                    } else {
+                        None
+                    };
                     let id = mount
                         .id
                         .clone()
@@ -255,6 +260,7 @@ impl RunMounts {
                         ),
                         required: mount.required(),
                         socket,
+                        owner,
                         id,
                     });
                     continue;
@@ -343,7 +349,11 @@ impl RunMounts {
             // The id and where it goes, never the value nor whether the build had it (BuildKit
             // keys secrets the same way).
             "secrets": self.secrets.iter().map(|s| (&s.id, &s.target, &s.env, s.required, s.mode, s.uid, s.gid)).collect::<Vec<_>>(),
-            "ssh": self.ssh.iter().map(|s| (&s.id, &s.target, s.required)).collect::<Vec<_>>(),
+            // A mode or owner only when given, so that other keys stay as they were.
+            "ssh": self.ssh.iter().map(|s| match s.owner {
+                None => serde_json::json!([&s.id, &s.target, s.required]),
+                Some(owner) => serde_json::json!([&s.id, &s.target, s.required, owner]),
+            }).collect::<Vec<_>>(),
         })
     }
 
@@ -366,6 +376,7 @@ impl RunMounts {
             snapshots: Vec::with_capacity(self.binds.len()),
             _copies: Vec::with_capacity(self.context_binds.len()),
             _locks: Vec::new(),
+            _agents: Vec::new(),
         };
         spec.tmpfs.extend(self.tmpfs.iter().cloned());
         for bind in &self.binds {
@@ -416,10 +427,22 @@ impl RunMounts {
             let Some(socket) = &ssh.socket else {
                 continue;
             };
+            let socket = match ssh.owner {
+                None => socket.clone(),
+                Some((mode, uid, gid)) => {
+                    let dir = temp_dir(build, "ssh-")?;
+                    let at = dir.path().to_path_buf();
+                    let proxy = crate::ssh_proxy::AgentProxy::start(socket, dir, mode, uid, gid)
+                        .map_err(|e| Error::io(&at, e))?;
+                    let own = proxy.socket().to_path_buf();
+                    attached._agents.push(proxy);
+                    own
+                }
+            };
             // Read-only still lets the step connect (a socket is no file the mount flag
             // guards) but not chmod or replace the host's socket.
             spec.mounts.push(BindMount {
-                source: socket.clone(),
+                source: socket,
                 target: PathBuf::from(&ssh.target),
                 readonly: true,
             });
