@@ -688,3 +688,45 @@ fn ssh_key_files_are_served_by_an_agent_that_ends_with_the_build() {
         stderr(&out)
     );
 }
+
+#[test]
+fn cache_mounts_seed_from_a_stage_and_prune_removes_them() {
+    let Some(env) = Env::new() else { return };
+    env.dockerfile(
+        "FROM busybox AS seed\nRUN mkdir -p /s && echo seeded > /s/file\n\
+         FROM busybox\n\
+         RUN --mount=type=cache,target=/c,from=seed,source=/s cat /c/file > /first && echo kept > /c/added\n\
+         RUN --mount=type=cache,target=/c,from=seed,source=/s cat /c/file /c/added > /second\n\
+         RUN --mount=type=cache,target=/c ls /c > /plain\n",
+    );
+    let out = env.build(&[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.read("first"), "seeded\n");
+    assert_eq!(env.read("second"), "seeded\nkept\n");
+    // A cache without from= with the same target is another cache, and starts empty.
+    assert_eq!(env.read("plain"), "");
+    let mounts = env.path("root/cache-mounts");
+    let dirs = || {
+        std::fs::read_dir(&mounts)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().is_dir())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(dirs(), 2);
+
+    // A size cap alone keeps them; plain prune removes them.
+    let out = env.run(&["prune", "--keep-storage", "100GB"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(dirs(), 2);
+    let out = env.run(&["prune"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Deleted cache mounts: 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(dirs(), 0);
+}

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod cache_key;
+pub mod cache_mounts;
 pub mod context;
 pub mod copy;
 pub mod dockerignore;

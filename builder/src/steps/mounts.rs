@@ -69,6 +69,8 @@ struct CacheMount {
     gid: u32,
     mode: u32,
     readonly: bool,
+    /// `from=` and `source=`: what a new cache starts with.
+    seed: Option<(SourceFs, String)>,
 }
 
 /// Where a secret is mounted when the mount does not say (BuildKit's default).
@@ -299,7 +301,7 @@ impl RunMounts {
                         context_bind(ctx.build, &source, target, !mount.readonly()).map_err(at)?;
                     out.context_binds.push(bind);
                 }
-                (MountType::Cache, None) => {
+                (MountType::Cache, _) => {
                     let sharing = match mount.option("sharing").and_then(|o| o.value.as_deref()) {
                         None | Some("shared") => Sharing::Shared,
                         Some("private") => Sharing::Private,
@@ -322,14 +324,13 @@ impl RunMounts {
                         gid: number("gid", 10)?.unwrap_or(0),
                         mode: number("mode", 8)?.unwrap_or(0o755),
                         readonly: mount.readonly(),
-                    });
-                }
-                (MountType::Cache, Some(_)) => {
-                    return Err(Error::Unsupported {
-                        location: ctx.build.location(instruction.span),
-                        message: "RUN --mount=type=cache,from=… (a cache seeded from a stage) \
-                                  is not supported yet"
-                            .into(),
+                        seed: match from {
+                            Some(from) => Some((
+                                resolve_from(ctx, from).map_err(at)?,
+                                mount.source.clone().unwrap_or_else(|| "/".to_string()),
+                            )),
+                            None => None,
+                        },
                     });
                 }
                 // Handled before the target is required.
@@ -345,7 +346,11 @@ impl RunMounts {
             "tmpfs": self.tmpfs.iter().map(|t| (t.target.to_string_lossy().into_owned(), t.size)).collect::<Vec<_>>(),
             "binds": self.binds.iter().map(|b| (&b.fs.identity, &b.source, &b.target, b.readwrite)).collect::<Vec<_>>(),
             "context": self.context_binds.iter().map(|b| (&b.target, b.readwrite)).collect::<Vec<_>>(),
-            "caches": self.caches.iter().map(|c| (&c.id, &c.target, format!("{:?}", c.sharing), c.uid, c.gid, c.mode, c.readonly)).collect::<Vec<_>>(),
+            "caches": self.caches.iter().map(|c| match &c.seed {
+                None => serde_json::json!((&c.id, &c.target, format!("{:?}", c.sharing), c.uid, c.gid, c.mode, c.readonly)),
+                // The source only when there is one, so that other keys stay as they were.
+                Some((fs, source)) => serde_json::json!((&c.id, &c.target, format!("{:?}", c.sharing), c.uid, c.gid, c.mode, c.readonly, &fs.identity, source)),
+            }).collect::<Vec<_>>(),
             // The id and where it goes, never the value nor whether the build had it (BuildKit
             // keys secrets the same way).
             "secrets": self.secrets.iter().map(|s| (&s.id, &s.target, &s.env, s.required, s.mode, s.uid, s.gid)).collect::<Vec<_>>(),
@@ -407,6 +412,9 @@ impl RunMounts {
                     // A private cache that is in use: this step gets one of its own.
                     let dir = temp_dir(build, "cache-")?;
                     let path = dir.path().to_path_buf();
+                    if let Some((from, source)) = &cache.seed {
+                        crate::cache_mounts::seed(build, from, source, &path)?;
+                    }
                     fs::set_permissions(&path, fs::Permissions::from_mode(cache.mode))
                         .map_err(|e| Error::io(&path, e))?;
                     std::os::unix::fs::chown(&path, Some(cache.uid), Some(cache.gid))
@@ -563,7 +571,13 @@ fn cache_dir(
 ) -> Result<Option<PathBuf>> {
     let root = build.store.root().join(CACHE_MOUNTS_DIR);
     fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
-    let name = hex::encode(Sha256::digest(cache.id.as_bytes()));
+    let seeded = cache
+        .seed
+        .as_ref()
+        .map(|(fs, source)| crate::cache_mounts::seed_name(fs, source));
+    let name = hex::encode(Sha256::digest(
+        format!("{}{}", cache.id, seeded.unwrap_or_default()).as_bytes(),
+    ));
     let dir = root.join(&name);
     let lock_path = root.join(format!("{name}.lock"));
     if cache.sharing != Sharing::Shared {
@@ -591,6 +605,9 @@ fn cache_dir(
             .mode(cache.mode)
             .create(&tmp)
             .map_err(|e| Error::io(&tmp, e))?;
+        if let Some((from, source)) = &cache.seed {
+            crate::cache_mounts::seed(build, from, source, &tmp)?;
+        }
         fs::set_permissions(&tmp, fs::Permissions::from_mode(cache.mode))
             .map_err(|e| Error::io(&tmp, e))?;
         std::os::unix::fs::chown(&tmp, Some(cache.uid), Some(cache.gid))
