@@ -52,7 +52,7 @@ impl GitUrl {
         Some(GitUrl {
             remote: remote.to_string(),
             reference: some(reference),
-            subdir: some(subdir).filter(|s| s.trim_matches('/') != ""),
+            subdir: some(subdir).filter(|s| !s.trim_matches('/').is_empty()),
         })
     }
 }
@@ -164,8 +164,7 @@ fn run_git(dir: &Path, args: &[&str]) -> std::result::Result<String, String> {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stderr
             .lines()
-            .filter(|l| !l.trim().is_empty())
-            .next_back()
+            .rfind(|l| !l.trim().is_empty())
             .unwrap_or("")
             .trim();
         return Err(format!("git {} failed: {last}", args[0]));
