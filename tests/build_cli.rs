@@ -154,7 +154,7 @@ fn plain_progress_is_buildkits_format() {
     let text = stderr(&out);
     assert!(!text.contains('\r'), "a carriage return in {text:?}");
     let line = Regex::new(
-        r"^(#\d+ (\[.+\] .+|\d+\.\d{3} .*|CACHED|DONE \d+\.\d+s|ERROR: .+|\.\.\.|exporting to .+)|WARNING: .+)$",
+        r"^(#\d+ (\[.+\] .+|\d+\.\d{3} .*|CACHED|DONE \d+\.\d+s|ERROR: .+|why: .+|\.\.\.|exporting to .+)|WARNING: .+)$",
     )
     .unwrap();
     for l in text.lines().filter(|l| !l.is_empty()) {
@@ -164,6 +164,7 @@ fn plain_progress_is_buildkits_format() {
         &text,
         &[
             r"(?m)^#(\d+) \[2/3\] RUN echo hello from run && echo to stderr >&2$",
+            r"(?m)^#\d+ why: no earlier build of plain:1$",
             r"(?m)^#\d+ \d+\.\d{3} hello from run$",
             r"(?m)^#\d+ \d+\.\d{3} to stderr$",
             r"(?m)^#\d+ DONE \d+\.\d+s$",
@@ -220,6 +221,7 @@ fn rawjson_writes_the_documented_objects() {
             "started" => &["event", "id", "name"],
             "log" => &["event", "id", "stream", "elapsed", "text"],
             "cached" => &["event", "id"],
+            "explained" => &["event", "id", "reasons"],
             "done" => &["event", "id", "elapsed"],
             "failed" => &["event", "id", "elapsed", "message"],
             "warning" => &["event", "message"],

@@ -1,5 +1,6 @@
-//! `kiln build --secret` and `--ssh` end to end, and ONBUILD triggers: the built binary against
-//! a temporary `--root` holding the busybox image. Secret values must reach the RUN that mounts
+//! `kiln build --secret` and `--ssh` end to end, ONBUILD triggers, ADD of URLs and git
+//! repositories, cache explanations and seeded cache mounts: the built binary against a
+//! temporary `--root` holding the busybox image. Secret values must reach the RUN that mounts
 //! them and nothing else: no layer, config, cache record or output line.
 
 use std::io::Read;
