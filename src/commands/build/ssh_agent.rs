@@ -1,15 +1,23 @@
 //! `--ssh ID=KEYFILE[,KEYFILE…]`: an `ssh-agent` of the build's own holding those keys, as
-//! buildx serves key files. The agent runs in the foreground of a private temp directory and is
-//! killed when the build ends (its handle is dropped), whatever the outcome.
+//! buildx serves key files. Its socket is in a private temp directory; it is stopped
+//! (`ssh-agent -k`) when the build ends and its handle is dropped, whatever the outcome.
+//!
+//! It runs in ssh-agent's command mode, watching a `sh` that waits on a pipe from kiln: were
+//! kiln killed outright, the pipe closes, the shell exits, and the agent follows it (ssh-agent
+//! checks its command every 10 seconds), so no agent holding the keys outlives the build.
 
 use crate::error::{CliError, CliResult};
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running agent, killed on drop.
 pub struct Agent {
+    /// The shell the agent watches.
     child: Child,
+    /// The agent's process id, as it told the shell.
+    pid: Option<String>,
     socket: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -27,11 +35,11 @@ impl Agent {
             .map_err(|e| CliError::io(std::env::temp_dir(), e))?;
         let socket = dir.path().join("agent.sock");
         let child = Command::new("ssh-agent")
-            .arg("-D")
             .arg("-a")
             .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .args(["--", "sh", "-c", "echo \"$SSH_AGENT_PID\"; read _"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| {
@@ -42,9 +50,15 @@ impl Agent {
             })?;
         let mut agent = Agent {
             child,
+            pid: None,
             socket,
             _dir: dir,
         };
+        if let Some(out) = agent.child.stdout.take() {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+            agent.pid = Some(line.trim().to_string()).filter(|p| !p.is_empty());
+        }
         agent
             .wait_for_socket()
             .map_err(|m| unsupported(m, "pass a running agent's socket with --ssh ID=SOCKET"))?;
@@ -98,6 +112,16 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        if let Some(pid) = &self.pid {
+            let _ = Command::new("ssh-agent")
+                .arg("-k")
+                .env("SSH_AGENT_PID", pid)
+                .env("SSH_AUTH_SOCK", &self.socket)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -146,8 +170,18 @@ mod tests {
             "{listed:?}"
         );
         let socket = agent.socket().to_path_buf();
+        let pid = agent.pid.clone().unwrap();
         drop(agent);
         assert!(!socket.exists());
+        // The agent itself is gone (it may take a moment to exit).
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while proc.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let zombie = std::fs::read_to_string(proc.join("stat"))
+            .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"));
+        assert!(!proc.exists() || zombie, "ssh-agent {pid} still runs");
 
         std::fs::write(dir.path().join("not-a-key"), "nope\n").unwrap();
         let err = Agent::start("x=not-a-key", &[dir.path().join("not-a-key")])
