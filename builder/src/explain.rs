@@ -144,12 +144,13 @@ impl Explainer {
     }
 
     /// Why the step at `place` runs: one reason per changed input, most specific first.
+    /// `no_cache` names the flag that kept the step from the cache, if one did.
     pub fn explain(
         &self,
         stage: &Stage,
         place: &str,
         key: &StepKey,
-        no_cache: bool,
+        no_cache: Option<&str>,
     ) -> Vec<String> {
         let Some(raw) = &key.inputs else {
             return vec!["its inputs are not recorded".to_string()];
@@ -196,8 +197,8 @@ impl Explainer {
             });
         }
         if reasons.is_empty() {
-            reasons.push(if no_cache {
-                "--no-cache".to_string()
+            reasons.push(if let Some(flag) = no_cache {
+                flag.to_string()
             } else {
                 "its inputs are unchanged but its cache record is gone (kiln prune, or the \
                  record was damaged)"

@@ -136,6 +136,15 @@ impl StageCtx<'_, '_> {
         self.label.next(&text)
     }
 
+    /// The flag that keeps this stage from the cache, if one does.
+    pub fn no_cache_flag(&self) -> Option<&'static str> {
+        match (self.no_cache, self.build.request.no_cache) {
+            (false, _) => None,
+            (true, true) => Some("--no-cache"),
+            (true, false) => Some("--no-cache-filter"),
+        }
+    }
+
     /// The cache record of `key`, unless this stage must not use the cache.
     pub fn lookup(&self, key: &str) -> Option<CacheRecord> {
         if self.no_cache {

@@ -68,7 +68,7 @@ pub fn record_config_step(
             let reasons = ctx
                 .build
                 .explain
-                .explain(ctx.stage, &place, &step, ctx.no_cache);
+                .explain(ctx.stage, &place, &step, ctx.no_cache_flag());
             ctx.build
                 .explain
                 .ran_config(ctx.stage, place, &created_by, &reasons, &step);
@@ -235,7 +235,7 @@ pub fn layer_step(
     vertex.explained(
         build
             .explain
-            .explain(ctx.stage, &place, &step, ctx.no_cache),
+            .explain(ctx.stage, &place, &step, ctx.no_cache_flag()),
     );
     match execute_layer(ctx, state, &key, created_by, &vertex, execute) {
         Ok(()) => {
