@@ -5,7 +5,8 @@
 //! is found in a full fetch. Without `--keep-git-dir` the checkout's `.git` is removed. Files
 //! keep the time they were checked out at, except with `SOURCE_DATE_EPOCH`, where they take
 //! the commit's time (as BuildKit does). `--checksum` names the commit the ref must resolve to
-//! (its full hash or a prefix of at least 7 digits).
+//! (its full hash or a prefix of at least 7 digits). `git@` and `ssh://` repositories are
+//! reached through the build's default SSH agent (`--ssh default`) when it has one.
 
 use super::FetchOptions;
 use crate::error::{Error, Result};
@@ -62,7 +63,7 @@ pub fn fetch(
     url: &GitUrl,
     dest: &Path,
     checksum: Option<&str>,
-    options: FetchOptions,
+    options: FetchOptions<'_>,
 ) -> Result<()> {
     let fail = |message: String| Error::Remote {
         url: url.remote.clone(),
@@ -75,7 +76,7 @@ pub fn fetch(
             "subdirectory {sub:?} climbs out of the repository"
         )));
     }
-    let git = |args: &[&str]| run_git(dest, args).map_err(&fail);
+    let git = |args: &[&str]| run_git(dest, args, options.ssh_agent).map_err(&fail);
     git(&["init", "--quiet"])?;
     git(&["remote", "add", "origin", &url.remote])?;
     let wanted = url.reference.as_deref().unwrap_or("HEAD");
@@ -146,8 +147,16 @@ fn looks_like_commit(reference: &str) -> bool {
 }
 
 /// Runs git in `dir` without prompting; its trimmed stdout, or its stderr as the error.
-fn run_git(dir: &Path, args: &[&str]) -> std::result::Result<String, String> {
-    let output = Command::new("git")
+fn run_git(
+    dir: &Path,
+    args: &[&str],
+    ssh_agent: Option<&Path>,
+) -> std::result::Result<String, String> {
+    let mut command = Command::new("git");
+    if let Some(agent) = ssh_agent {
+        command.env("SSH_AUTH_SOCK", agent);
+    }
+    let output = command
         .args(args)
         .current_dir(dir)
         .env("GIT_TERMINAL_PROMPT", "0")

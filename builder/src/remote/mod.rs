@@ -46,17 +46,20 @@ pub struct Fetched {
 
 /// How an ADD's remote sources are fetched.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct FetchOptions {
+pub struct FetchOptions<'a> {
     /// `--keep-git-dir`: keep `.git` in a repository's checkout.
     pub keep_git_dir: bool,
     /// `SOURCE_DATE_EPOCH` is set: files of a checkout take the commit's time.
     pub reproducible: bool,
+    /// The build's default SSH agent (`--ssh default`), which git uses for `git@` and
+    /// `ssh://` repositories, as BuildKit does.
+    pub ssh_agent: Option<&'a Path>,
 }
 
 /// Fetches the remote sources of `spec` into a new directory under `tmp`; `None` when it has
 /// none. An ADD may not mix remote sources with context paths (what it would do with them
 /// together differs between builders).
-pub fn fetch(spec: &CopySpec, tmp: &Path, options: FetchOptions) -> Result<Option<Fetched>> {
+pub fn fetch(spec: &CopySpec, tmp: &Path, options: FetchOptions<'_>) -> Result<Option<Fetched>> {
     if !spec.is_add {
         return Ok(None);
     }

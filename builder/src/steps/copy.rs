@@ -51,6 +51,7 @@ pub fn copy(
     let fetch_options = crate::remote::FetchOptions {
         keep_git_dir: matches!(&instruction.kind, InstructionKind::Add(a) if a.keep_git_dir),
         reproducible: build.clamp_mtime.is_some(),
+        ssh_agent: build.request.ssh.get("default").map(|p| p.as_path()),
     };
     // The source root stays mounted for the whole step: selection reads it, the copy writes
     // from it.
