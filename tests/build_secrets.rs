@@ -649,6 +649,24 @@ fn explanations_name_a_changed_base_image() {
         ),
     );
     assert_eq!(env.read("y"), "two\n");
+
+    // A stage a COPY --from reads was rebuilt with other content.
+    env.dockerfile(
+        "FROM busybox AS b\nARG X=1\nRUN echo $X > /x\nFROM busybox\nCOPY --from=b /x /x\n",
+    );
+    let out = env.build(&["-t", "multi"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.build(&["-t", "multi", "--build-arg", "X=2"], &[]);
+    assert_explained(
+        &out,
+        "COPY --from=b /x /x",
+        "file copied to /x changed content",
+    );
+    assert_explained(
+        &out,
+        "COPY --from=b /x /x",
+        "the stage or image it copies from changed",
+    );
 }
 
 #[test]

@@ -167,8 +167,16 @@ impl Explainer {
         let new = Inputs::of(raw);
         let mut reasons = variable_changes(&old.inputs.variables, &new.variables);
         if let (Some(before), Some(after)) = (&old.inputs.sources, &new.sources) {
-            let context = new.instruction.contains("\"from\":\"context\"");
-            reasons.extend(source_changes(before, after, context));
+            let fields = serde_json::from_str::<serde_json::Value>(&new.instruction).ok();
+            let field = |name: &str| {
+                fields
+                    .as_ref()
+                    .and_then(|f| f.get(name))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            };
+            let context = field("from").as_deref() == Some("context");
+            reasons.extend(source_changes(before, after, context, field("dest")));
         }
         if old.inputs.instruction != new.instruction {
             reasons.push(instruction_change(
@@ -329,18 +337,18 @@ fn source_changes(
     before: &BTreeMap<String, String>,
     after: &BTreeMap<String, String>,
     context: bool,
+    dest: Option<String>,
 ) -> Vec<String> {
     let noun = if context { "context file" } else { "file" };
-    let shown = |path: &str| {
-        let path = match path.split_once('\0') {
-            Some((target, inner)) => format!("{inner} (mounted at {target})"),
-            None => path.to_string(),
-        };
-        if path.is_empty() {
-            ".".to_string()
-        } else {
-            path
-        }
+    // Paths are relative to the destination; "" is the destination itself.
+    let shown = |path: &str| match path.split_once('\0') {
+        Some((target, "")) => format!("mounted at {target}"),
+        Some((target, inner)) => format!("{inner} (mounted at {target})"),
+        None if path.is_empty() => match &dest {
+            Some(dest) => format!("copied to {dest}"),
+            None => "at the destination".to_string(),
+        },
+        None => path.to_string(),
     };
     let mut out = Vec::new();
     for (path, now) in after {
@@ -443,7 +451,8 @@ mod tests {
             source_changes(
                 before.sources.as_ref().unwrap_or_else(|| panic!("sources")),
                 after.sources.as_ref().unwrap_or_else(|| panic!("sources")),
-                true
+                true,
+                None
             ),
             [
                 "context file a changed mode (644 → 755)",
@@ -456,6 +465,24 @@ mod tests {
             "the stage or image it copies from changed"
         );
         assert_eq!(instruction_change("a", "b"), "the instruction changed");
+    }
+
+    #[test]
+    fn a_copied_file_is_named_by_its_destination() {
+        let one = |digest: &str| {
+            inputs(vec![file("", 0o644, digest)], &[])
+                .sources
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            source_changes(
+                &one("sha256:1"),
+                &one("sha256:2"),
+                false,
+                Some("/app/x".into())
+            ),
+            ["file copied to /app/x changed content"]
+        );
     }
 
     #[test]
