@@ -660,7 +660,7 @@ fn explanations_name_a_changed_base_image() {
     assert_explained(
         &out,
         "COPY --from=b /x /x",
-        "file copied to /x changed content",
+        "file /x (copied to /x) changed content",
     );
     assert_explained(
         &out,

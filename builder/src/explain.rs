@@ -176,7 +176,18 @@ impl Explainer {
                     .map(str::to_string)
             };
             let context = field("from").as_deref() == Some("context");
-            reasons.extend(source_changes(before, after, context, field("dest")));
+            // A single source copied to a file path: named by what was written and where.
+            let single = fields
+                .as_ref()
+                .and_then(|f| f.get("sources"))
+                .and_then(|s| s.as_array())
+                .filter(|s| s.len() == 1)
+                .and_then(|s| s[0].as_str());
+            let dest = field("dest").map(|dest| match single {
+                Some(source) => format!("{source} (copied to {dest})"),
+                None => format!("copied to {dest}"),
+            });
+            reasons.extend(source_changes(before, after, context, dest));
         }
         if old.inputs.instruction != new.instruction {
             reasons.push(instruction_change(
@@ -344,10 +355,9 @@ fn source_changes(
     let shown = |path: &str| match path.split_once('\0') {
         Some((target, "")) => format!("mounted at {target}"),
         Some((target, inner)) => format!("{inner} (mounted at {target})"),
-        None if path.is_empty() => match &dest {
-            Some(dest) => format!("copied to {dest}"),
-            None => "at the destination".to_string(),
-        },
+        None if path.is_empty() => dest
+            .clone()
+            .unwrap_or_else(|| "at the destination".to_string()),
         None => path.to_string(),
     };
     let mut out = Vec::new();
@@ -479,7 +489,7 @@ mod tests {
                 &one("sha256:1"),
                 &one("sha256:2"),
                 false,
-                Some("/app/x".into())
+                Some("copied to /app/x".into())
             ),
             ["file copied to /app/x changed content"]
         );
