@@ -742,7 +742,10 @@ fn add_of_a_url_that_was_not_fetched_is_refused_clearly() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     // The solver fetches URLs first (kiln_builder::remote); selection alone cannot.
-    assert!(err.contains("a URL must be fetched before it is copied"), "{err}");
+    assert!(
+        err.contains("a URL must be fetched before it is copied"),
+        "{err}"
+    );
 }
 
 #[test]
