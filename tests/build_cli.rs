@@ -154,7 +154,7 @@ fn plain_progress_is_buildkits_format() {
     let text = stderr(&out);
     assert!(!text.contains('\r'), "a carriage return in {text:?}");
     let line = Regex::new(
-        r"^(#\d+ (\[.+\] .+|\d+\.\d{3} .*|CACHED|DONE \d+\.\d+s|ERROR: .+|\.\.\.|exporting to .+)|WARNING: .+)$",
+        r"^(#\d+ (\[.+\] .+|\d+\.\d{3} .*|CACHED|DONE \d+\.\d+s|ERROR: .+|why: .+|\.\.\.|exporting to .+)|WARNING: .+)$",
     )
     .unwrap();
     for l in text.lines().filter(|l| !l.is_empty()) {
@@ -164,6 +164,7 @@ fn plain_progress_is_buildkits_format() {
         &text,
         &[
             r"(?m)^#(\d+) \[2/3\] RUN echo hello from run && echo to stderr >&2$",
+            r"(?m)^#\d+ why: no earlier build of plain:1$",
             r"(?m)^#\d+ \d+\.\d{3} hello from run$",
             r"(?m)^#\d+ \d+\.\d{3} to stderr$",
             r"(?m)^#\d+ DONE \d+\.\d+s$",
@@ -220,6 +221,7 @@ fn rawjson_writes_the_documented_objects() {
             "started" => &["event", "id", "name"],
             "log" => &["event", "id", "stream", "elapsed", "text"],
             "cached" => &["event", "id"],
+            "explained" => &["event", "id", "reasons"],
             "done" => &["event", "id", "elapsed"],
             "failed" => &["event", "id", "elapsed", "message"],
             "warning" => &["event", "message"],
@@ -650,4 +652,62 @@ fn the_hello_example_builds_end_to_end() {
         .find_iter(&text)
         .count();
     assert!(cached >= 6, "{text}");
+}
+
+#[test]
+fn clean_builds_in_two_stores_make_the_same_image() {
+    let Some(fixture) = Env::new() else { return };
+    // Two empty stores given the same base image (its import time fixed), and one context for
+    // both, so that its files' times are the same.
+    let tar = fixture.path("busybox.tar");
+    let store = || {
+        let env = Env::bare();
+        let args = ["import", tar.to_str().unwrap(), "busybox:latest"];
+        let out = env
+            .command(&args)
+            .env("SOURCE_DATE_EPOCH", "0")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        succeeded(&args, &out);
+        env
+    };
+    let ctx = fixture.context(
+        "FROM busybox\nCOPY greeting.txt /greeting.txt\nRUN echo built > /run.txt\n",
+        &[("greeting.txt", "hello\n")],
+    );
+    let build = |env: &Env, epoch: Option<&str>| {
+        let args = ["build", "-q", ctx.to_str().unwrap()];
+        let mut command = env.command(&args);
+        match epoch {
+            Some(value) => command.env("SOURCE_DATE_EPOCH", value),
+            None => command.env_remove("SOURCE_DATE_EPOCH"),
+        };
+        let out = command.stdin(Stdio::null()).output().unwrap();
+        image_id_line(&succeeded(&args, &out))
+    };
+    let layers = |env: &Env, id: &str| -> Vec<String> {
+        let store = kiln_oci::Store::open(env.root()).unwrap();
+        let image = store.find_image(id).unwrap();
+        image
+            .layers()
+            .unwrap()
+            .iter()
+            .map(|l| l.digest.to_string())
+            .collect()
+    };
+
+    // Without SOURCE_DATE_EPOCH, creation times differ, and so do the RUN layer's file times;
+    // the base and COPY layers are the same bytes.
+    let (a, b) = (store(), store());
+    let (first, second) = (build(&a, None), build(&b, None));
+    let (in_a, in_b) = (layers(&a, &first), layers(&b, &second));
+    assert_eq!(in_a.len(), in_b.len());
+    assert_eq!(in_a[..in_a.len() - 1], in_b[..in_b.len() - 1]);
+
+    // With it, two clean stores make the very same image.
+    let (a, b) = (store(), store());
+    let (first, second) = (build(&a, Some("1700000000")), build(&b, Some("1700000000")));
+    assert_eq!(first, second);
+    assert_eq!(layers(&a, &first), layers(&b, &second));
 }

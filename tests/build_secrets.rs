@@ -1,5 +1,6 @@
-//! `kiln build --secret` and `--ssh` end to end, and ONBUILD triggers: the built binary against
-//! a temporary `--root` holding the busybox image. Secret values must reach the RUN that mounts
+//! `kiln build --secret` and `--ssh` end to end, ONBUILD triggers, ADD of URLs and git
+//! repositories, cache explanations and seeded cache mounts: the built binary against a
+//! temporary `--root` holding the busybox image. Secret values must reach the RUN that mounts
 //! them and nothing else: no layer, config, cache record or output line.
 
 use std::io::Read;
@@ -227,4 +228,524 @@ fn onbuild_triggers_of_the_base_run_in_the_child() {
     let out = env.build(&[], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(env.read("both"), "hi\nx from the context\n");
+}
+
+/// A loopback HTTP server with canned answers, for ADD of URLs. `body` is what `/dir/file.txt`
+/// serves (changeable between builds); it carries a Last-Modified time.
+struct HttpServer {
+    port: u16,
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// The Last-Modified time `/dir/file.txt` is served with, and the same in seconds.
+const LAST_MODIFIED: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+const LAST_MODIFIED_SECS: i64 = 784_111_777;
+
+impl HttpServer {
+    fn start() -> HttpServer {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let body = std::sync::Arc::new(std::sync::Mutex::new("first\n".to_string()));
+        let shared = body.clone();
+        // The thread ends with the test process; it only ever answers on loopback.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut line = String::new();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                // The rest of the request head.
+                loop {
+                    let mut header = String::new();
+                    match reader.read_line(&mut header) {
+                        Ok(n) if n > 2 => continue,
+                        _ => break,
+                    }
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let (status, headers, text) = match path.as_str() {
+                    "/dir/file.txt" => (
+                        "200 OK",
+                        format!("Last-Modified: {LAST_MODIFIED}\r\n"),
+                        shared.lock().unwrap().clone(),
+                    ),
+                    "/" => ("200 OK", String::new(), "root\n".to_string()),
+                    "/moved" => (
+                        "302 Found",
+                        "Location: /dir/file.txt\r\n".to_string(),
+                        String::new(),
+                    ),
+                    "/loop" => (
+                        "302 Found",
+                        "Location: /loop\r\n".to_string(),
+                        String::new(),
+                    ),
+                    "/silent" => {
+                        std::thread::sleep(std::time::Duration::from_secs(30));
+                        continue;
+                    }
+                    _ => ("404 Not Found", String::new(), "no\n".to_string()),
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        HttpServer { port, body }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+#[test]
+fn add_of_urls_fetches_verifies_and_caches_by_content() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(env) = Env::new() else { return };
+    let server = HttpServer::start();
+    let file = server.url("/dir/file.txt");
+    env.dockerfile(&format!(
+        "FROM busybox\nADD {file} /a/\nADD --checksum=sha256:{} {} /b\nADD {} /c/\n",
+        sha256sum("first\n"),
+        server.url("/moved"),
+        server.url("/"),
+    ));
+    let out = env.build(&[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.read("a/file.txt"), "first\n");
+    let meta = std::fs::metadata(env.path("out/a/file.txt")).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    assert_eq!(meta.mtime(), LAST_MODIFIED_SECS);
+    assert_eq!(env.read("b"), "first\n");
+    assert_eq!(env.read("c/__unnamed__"), "root\n");
+
+    // Unchanged content: every ADD is answered from the cache. Changed content: the ADDs of
+    // that URL run again.
+    let out = env.build(&[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).matches("CACHED").count(),
+        3,
+        "{}",
+        stderr(&out)
+    );
+    *server.body.lock().unwrap() = "second\n".to_string();
+    env.dockerfile(&format!("FROM busybox\nADD {file} /a/\n"));
+    let out = env.build(&[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("CACHED"), "{}", stderr(&out));
+    assert_eq!(env.read("a/file.txt"), "second\n");
+}
+
+#[test]
+fn add_of_urls_fails_clearly() {
+    let Some(env) = Env::new() else { return };
+    let server = HttpServer::start();
+    let cases = [
+        (
+            format!("ADD {} /x", server.url("/nothing")),
+            "404 Not Found",
+        ),
+        (
+            format!(
+                "ADD --checksum=sha256:{} {} /x",
+                "0".repeat(64),
+                server.url("/dir/file.txt")
+            ),
+            "checksum mismatch",
+        ),
+        (
+            format!("ADD {} /x", server.url("/loop")),
+            "more than 10 redirects",
+        ),
+        (
+            format!("ADD {} /x", server.url("/silent")),
+            "timed out after 1s",
+        ),
+        (
+            format!("ADD local.txt {} /x/", server.url("/dir/file.txt")),
+            "\"local.txt\" is a path",
+        ),
+    ];
+    for (line, want) in cases {
+        env.dockerfile(&format!("FROM busybox\n{line}\n"));
+        let out = env.build(&[], &[("KILN_HTTP_TIMEOUT", "1")]);
+        assert_eq!(out.status.code(), Some(1), "{line}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(want),
+            "{line}: want {want:?} in {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains("Dockerfile:2"), "{}", stderr(&out));
+    }
+}
+
+/// A git daemon on loopback serving the repositories below `base` (it ends with the test).
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(base: &Path) -> GitDaemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("git")
+            .args([
+                "daemon",
+                "--export-all",
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        GitDaemon { child, port }
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=kiln",
+            "-c",
+            "user.email=kiln@example.invalid",
+        ])
+        .args(["-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn add_of_a_git_repository_checks_out_refs_and_subdirs() {
+    if !require(support::have_tool("git"), "git (apt-get install git)") {
+        return;
+    }
+    let Some(env) = Env::new() else { return };
+    let work = env.path("work");
+    std::fs::create_dir_all(work.join("sub")).unwrap();
+    git(&work, &["init", "-q"]);
+    std::fs::write(work.join("top.txt"), "v1\n").unwrap();
+    std::fs::write(work.join("sub/inner.txt"), "inner\n").unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "one"]);
+    git(&work, &["tag", "v1"]);
+    let first = git(&work, &["rev-parse", "HEAD"]);
+    std::fs::write(work.join("top.txt"), "v2\n").unwrap();
+    git(&work, &["commit", "-q", "-am", "two"]);
+    let served = env.path("served");
+    std::fs::create_dir(&served).unwrap();
+    git(
+        &served,
+        &["clone", "-q", "--bare", work.to_str().unwrap(), "repo.git"],
+    );
+    let daemon = GitDaemon::start(&served);
+    let repo = format!("git://127.0.0.1:{}/repo.git", daemon.port);
+
+    env.dockerfile(&format!(
+        "FROM busybox\nADD {repo} /head/\nADD {repo}#v1 /tag/\nADD {repo}#main:sub /sub/\n\
+         ADD --keep-git-dir {repo}#{first} /commit/\nADD --checksum={first} {repo}#v1 /checked/\n"
+    ));
+    let out = env.build(&[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.read("head/top.txt"), "v2\n");
+    assert!(!env.path("out/head/.git").exists());
+    assert_eq!(env.read("tag/top.txt"), "v1\n");
+    assert_eq!(env.read("sub/inner.txt"), "inner\n");
+    assert!(!env.path("out/sub/top.txt").exists());
+    assert_eq!(env.read("commit/top.txt"), "v1\n");
+    assert!(env.path("out/commit/.git").is_dir());
+    assert_eq!(env.read("checked/top.txt"), "v1\n");
+
+    env.dockerfile(&format!(
+        "FROM busybox\nADD --checksum=0000000 {repo}#v1 /x/\n"
+    ));
+    let out = env.build(&[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("checksum mismatch"),
+        "{}",
+        stderr(&out)
+    );
+    env.dockerfile(&format!("FROM busybox\nADD {repo}#no-such-branch /x/\n"));
+    let out = env.build(&[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no-such-branch"), "{}", stderr(&out));
+}
+
+/// The `why:` lines of plain progress, as `(step title, reason)`.
+fn explanations(out: &Output) -> Vec<(String, String)> {
+    let text = stderr(out);
+    let mut names = std::collections::BTreeMap::new();
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let Some((id, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        if let Some(reason) = rest.strip_prefix("why: ") {
+            let name: &String = names.get(id).unwrap();
+            found.push((name.clone(), reason.to_string()));
+        } else if rest.starts_with('[') && id.starts_with('#') {
+            names
+                .entry(id.to_string())
+                .or_insert_with(|| rest.to_string());
+        }
+    }
+    found
+}
+
+#[track_caller]
+fn assert_explained(out: &Output, step: &str, reason: &str) {
+    assert!(out.status.success(), "{}", stderr(out));
+    let found = explanations(out);
+    assert!(
+        found
+            .iter()
+            .any(|(s, r)| s.contains(step) && r.contains(reason)),
+        "no {step:?} explained by {reason:?} in {found:#?}"
+    );
+}
+
+#[test]
+fn explanations_name_the_input_that_changed() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(env) = Env::new() else { return };
+    std::fs::write(env.path("ctx/a.txt"), "a\n").unwrap();
+    std::fs::write(env.path("ctx/b.txt"), "b\n").unwrap();
+    let dockerfile = |e: &str| {
+        env.dockerfile(&format!(
+            "FROM busybox\nARG V=1\nENV E={e}\nCOPY *.txt /c/\nRUN echo \"$V $E\" > /v\n"
+        ))
+    };
+    dockerfile("1");
+    let build = |extra: &[&str]| {
+        let mut flags = vec!["-t", "app"];
+        flags.extend_from_slice(extra);
+        env.build(&flags, &[])
+    };
+    let out = build(&[]);
+    assert_explained(&out, "COPY *.txt /c/", "no earlier build of app:latest");
+    // Nothing changed: nothing runs and nothing is explained.
+    let out = build(&[]);
+    assert!(explanations(&out).is_empty(), "{}", stderr(&out));
+
+    std::fs::write(env.path("ctx/a.txt"), "a, edited\n").unwrap();
+    let out = build(&[]);
+    assert_explained(&out, "COPY *.txt /c/", "context file a.txt changed content");
+    assert_explained(
+        &out,
+        "RUN echo",
+        "an earlier step ran: [2/3] COPY *.txt /c/",
+    );
+
+    std::fs::set_permissions(
+        env.path("ctx/b.txt"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let out = build(&[]);
+    assert_explained(&out, "COPY", "context file b.txt changed mode (644 → 755)");
+
+    std::fs::write(env.path("ctx/new.txt"), "new\n").unwrap();
+    let out = build(&[]);
+    assert_explained(&out, "COPY", "context file new.txt was added");
+    // (Removing new.txt again would be a hit: the cache has that state from before.)
+    std::fs::remove_file(env.path("ctx/b.txt")).unwrap();
+    let out = build(&[]);
+    assert_explained(&out, "COPY", "context file b.txt was removed");
+
+    let out = build(&["--build-arg", "V=2"]);
+    assert_explained(&out, "RUN echo", "build arg V changed");
+    assert_eq!(env.read("v"), "2 1\n");
+
+    dockerfile("2");
+    let out = build(&["--build-arg", "V=2"]);
+    assert_explained(&out, "RUN echo", "ENV E changed");
+    assert_explained(&out, "COPY", "an earlier step ran: ENV E=2");
+
+    let out = build(&["--build-arg", "V=2", "--no-cache"]);
+    assert_explained(&out, "COPY", "--no-cache");
+
+    // --explain repeats the reasons after the build.
+    std::fs::write(env.path("ctx/a.txt"), "a, again\n").unwrap();
+    let out = env.run(
+        &[
+            "build",
+            "-q",
+            "--explain",
+            "-t",
+            "app",
+            "--build-arg",
+            "V=2",
+            "ctx",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.starts_with("Why steps ran:\n"), "{text}");
+    assert!(
+        text.contains("COPY *.txt /c/\n    context file a.txt changed content\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn explanations_name_a_changed_base_image() {
+    let Some(env) = Env::new() else { return };
+    env.dockerfile("FROM busybox\nRUN echo one > /x\n");
+    let out = env.run(&["build", "-q", "-t", "base", "ctx"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    env.dockerfile("FROM base\nRUN cat /x > /y\n");
+    let out = env.build(&["-t", "child"], &[]);
+    assert_explained(&out, "RUN cat /x", "no earlier build of child:latest");
+
+    env.dockerfile("FROM busybox\nRUN echo two > /x\n");
+    let out = env.run(&["build", "-q", "-t", "base", "ctx"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    env.dockerfile("FROM base\nRUN cat /x > /y\n");
+    let out = env.build(&["-t", "child"], &[]);
+    let short = |id: &str| id[..19].to_string();
+    assert_explained(
+        &out,
+        "RUN cat /x",
+        &format!(
+            "the base image base changed: {} → {}",
+            short(&first),
+            short(&second)
+        ),
+    );
+    assert_eq!(env.read("y"), "two\n");
+
+    // A stage a COPY --from reads was rebuilt with other content.
+    env.dockerfile(
+        "FROM busybox AS b\nARG X=1\nRUN echo $X > /x\nFROM busybox\nCOPY --from=b /x /x\n",
+    );
+    let out = env.build(&["-t", "multi"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.build(&["-t", "multi", "--build-arg", "X=2"], &[]);
+    assert_explained(
+        &out,
+        "COPY --from=b /x /x",
+        "file /x (copied to /x) changed content",
+    );
+    assert_explained(
+        &out,
+        "COPY --from=b /x /x",
+        "the stage or image it copies from changed",
+    );
+}
+
+#[test]
+fn ssh_key_files_are_served_by_an_agent_that_ends_with_the_build() {
+    if !require(
+        support::have_tool("ssh-agent") && support::have_tool("ssh-keygen"),
+        "ssh-agent and ssh-keygen (apt-get install openssh-client)",
+    ) {
+        return;
+    }
+    let Some(env) = Env::new() else { return };
+    let key = env.path("id_test");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let tmp = env.path("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    env.dockerfile(
+        "FROM busybox\nRUN --mount=type=ssh,id=deploy,mode=0640,uid=1,gid=2,target=/run/agent \
+         test -S /run/agent && stat -c '%a %u %g' /run/agent > /owner && echo \"$SSH_AUTH_SOCK\" > /sock\n",
+    );
+    let spec = format!("deploy={}", key.display());
+    let out = env.build(&["--ssh", &spec], &[("TMPDIR", tmp.to_str().unwrap())]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.read("owner"), "640 1 2\n");
+    assert_eq!(env.read("sock"), "/run/agent\n");
+    // The agent's private directory went with it.
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+
+    let out = env.build(&["--ssh", "deploy=/no/such/key"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("neither an agent socket nor a key file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn cache_mounts_seed_from_a_stage_and_prune_removes_them() {
+    let Some(env) = Env::new() else { return };
+    env.dockerfile(
+        "FROM busybox AS seed\nRUN mkdir -p /s && echo seeded > /s/file\n\
+         FROM busybox\n\
+         RUN --mount=type=cache,target=/c,from=seed,source=/s cat /c/file > /first && echo kept > /c/added\n\
+         RUN --mount=type=cache,target=/c,from=seed,source=/s cat /c/file /c/added > /second\n\
+         RUN --mount=type=cache,target=/c ls /c > /plain\n",
+    );
+    let out = env.build(&[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.read("first"), "seeded\n");
+    assert_eq!(env.read("second"), "seeded\nkept\n");
+    // A cache without from= with the same target is another cache, and starts empty.
+    assert_eq!(env.read("plain"), "");
+    let mounts = env.path("root/cache-mounts");
+    let dirs = || {
+        std::fs::read_dir(&mounts)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().is_dir())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(dirs(), 2);
+
+    // A size cap alone keeps them; plain prune removes them.
+    let out = env.run(&["prune", "--keep-storage", "100GB"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(dirs(), 2);
+    let out = env.run(&["prune"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Deleted cache mounts: 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(dirs(), 0);
 }

@@ -27,6 +27,8 @@ pub struct SourceFile {
 #[derive(Clone)]
 pub struct CacheKey {
     hasher: Sha256,
+    /// What was fed, kept for explaining a miss (see [`crate::explain`]).
+    inputs: crate::explain::RawInputs,
 }
 
 impl CacheKey {
@@ -34,6 +36,10 @@ impl CacheKey {
     pub fn new(parent: &str) -> CacheKey {
         let mut key = CacheKey {
             hasher: Sha256::new(),
+            inputs: crate::explain::RawInputs {
+                parent: parent.to_string(),
+                ..Default::default()
+            },
         };
         key.field(b"kiln-cache-v1");
         key.field(parent.as_bytes());
@@ -44,6 +50,7 @@ impl CacheKey {
     pub fn instruction(mut self, canonical: &str) -> CacheKey {
         self.field(b"instruction");
         self.field(canonical.as_bytes());
+        self.inputs.instruction.push_str(canonical);
         self
     }
 
@@ -53,6 +60,10 @@ impl CacheKey {
         let mut vars: Vec<(&str, &str)> = vars.into_iter().collect();
         vars.sort_unstable();
         vars.dedup();
+        self.inputs.variables = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         self.field(b"variables");
         self.count(vars.len());
         for (name, value) in vars {
@@ -66,6 +77,7 @@ impl CacheKey {
     pub fn sources(mut self, files: &[SourceFile]) -> CacheKey {
         let mut files: Vec<&SourceFile> = files.iter().collect();
         files.sort_unstable();
+        self.inputs.sources = Some(files.iter().map(|f| (*f).clone()).collect());
         self.field(b"sources");
         self.count(files.len());
         for f in files {
@@ -84,6 +96,15 @@ impl CacheKey {
     /// `sha256:<hex>`.
     pub fn finish(self) -> String {
         format!("sha256:{}", hex::encode(self.hasher.finalize()))
+    }
+
+    /// The key with what it was made from, so that a miss can say which input changed.
+    pub fn finish_explained(self) -> crate::explain::StepKey {
+        let inputs = self.inputs.clone();
+        crate::explain::StepKey {
+            key: self.finish(),
+            inputs: Some(Box::new(inputs)),
+        }
     }
 
     fn count(&mut self, n: usize) {

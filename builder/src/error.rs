@@ -115,6 +115,10 @@ pub enum Error {
         location: String,
         source: Box<Error>,
     },
+    /// An ADD source fetched from a URL or a git repository that could not be fetched or did
+    /// not verify (`--checksum`).
+    #[error("ADD {url}: {message}")]
+    Remote { url: String, message: String },
     /// Another stage of the build failed first; this one stopped.
     #[error("build cancelled: another stage failed")]
     Cancelled,

@@ -52,6 +52,10 @@ pub enum Event {
         elapsed: Duration,
         message: String,
     },
+    /// Why a step runs rather than being answered from the cache: each input of its key that
+    /// changed since the last build of the same tag or target (see `docs/cache.md`). Follows
+    /// the step's `Started`.
+    Explained { id: u32, reasons: Vec<String> },
     /// Something the user should know that does not stop the build.
     Warning { message: String },
 }

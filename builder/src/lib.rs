@@ -2,19 +2,23 @@
 
 pub mod cache;
 pub mod cache_key;
+pub mod cache_mounts;
 pub mod context;
 pub mod copy;
 pub mod dockerignore;
 pub mod error;
 pub mod events;
+pub mod explain;
 pub mod history;
 mod inroot;
 mod path;
+pub mod remote;
 pub mod remote_cache;
 pub mod request;
 pub mod rootfs;
 mod sandbox;
 pub mod solver;
+mod ssh_proxy;
 mod stage;
 pub mod state;
 mod steps;

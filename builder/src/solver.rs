@@ -112,8 +112,14 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildOutc
         steps_cached: AtomicUsize::new(0),
         clamp_mtime,
         context: Mutex::new(None),
+        explain: crate::explain::Explainer::new(
+            &request.store_root,
+            build_identity(request, &plan, &tags),
+        ),
     };
-    let mut built = build_stages(&ctx, &plan)?;
+    let built = build_stages(&ctx, &plan);
+    ctx.explain.save();
+    let mut built = built?;
     let mut target = built
         .remove(&plan.target)
         .ok_or_else(|| Error::Unsupported {
@@ -190,6 +196,24 @@ fn build_stages(ctx: &BuildCtx<'_>, plan: &BuildPlan) -> Result<BTreeMap<usize, 
         }
     }
     Ok(built)
+}
+
+/// What makes two builds the same build for explanations: the first tag, or without one the
+/// Dockerfile, the context and the target stage.
+fn build_identity(request: &BuildRequest, plan: &BuildPlan, tags: &[Reference]) -> String {
+    if let Some(tag) = tags.first() {
+        return tag.store_tag();
+    }
+    let context = std::path::absolute(&request.context).unwrap_or_else(|_| request.context.clone());
+    let target = plan
+        .stage(plan.target)
+        .and_then(|s| s.name.clone())
+        .unwrap_or_else(|| plan.target.to_string());
+    format!(
+        "{} in {} (target {target})",
+        request.dockerfile_name,
+        context.display()
+    )
 }
 
 /// The last touches of the image config: `--label`s and the creation time (the newest

@@ -44,6 +44,8 @@ pub struct BuildCtx<'a> {
     /// The build context and its entries, walked on first use (a Dockerfile without COPY or
     /// ADD never reads it).
     pub context: Mutex<Option<Arc<ContextFiles>>>,
+    /// Why steps ran (see [`crate::explain`]).
+    pub explain: crate::explain::Explainer,
 }
 
 /// The build context, walked (`.dockerignore` applied).
@@ -135,6 +137,15 @@ impl StageCtx<'_, '_> {
     ) -> String {
         let text = steps::title(self, state, instruction);
         self.label.next(&text)
+    }
+
+    /// The flag that keeps this stage from the cache, if one does.
+    pub fn no_cache_flag(&self) -> Option<&'static str> {
+        match (self.no_cache, self.build.request.no_cache) {
+            (false, _) => None,
+            (true, true) => Some("--no-cache"),
+            (true, false) => Some("--no-cache-filter"),
+        }
     }
 
     /// The cache record of `key`, unless this stage must not use the cache.

@@ -99,6 +99,14 @@ impl<'a> Vertex<'a> {
         });
     }
 
+    /// Why the step runs (see [`crate::explain`]).
+    pub fn explained(&self, reasons: Vec<String>) {
+        self.events.emit(Event::Explained {
+            id: self.id,
+            reasons,
+        });
+    }
+
     pub fn cached(self) {
         self.events.emit(Event::Cached { id: self.id });
     }

@@ -732,7 +732,7 @@ fn add_extracts_local_archives_by_content() {
 }
 
 #[test]
-fn add_refuses_urls_clearly() {
+fn add_of_a_url_that_was_not_fetched_is_refused_clearly() {
     let ctx = context_with(&[]);
     let out = tmp();
     let mut s = spec(&["https://example.com/x.tgz"], "/");
@@ -741,7 +741,11 @@ fn add_refuses_urls_clearly() {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(err.contains("ADD of a URL is not supported yet"), "{err}");
+    // The solver fetches URLs first (kiln_builder::remote); selection alone cannot.
+    assert!(
+        err.contains("a URL must be fetched before it is copied"),
+        "{err}"
+    );
 }
 
 #[test]

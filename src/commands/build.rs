@@ -8,6 +8,7 @@ mod context;
 mod output;
 mod scratch;
 mod secrets;
+mod ssh_agent;
 
 use crate::commands::{Access, open_store};
 use crate::error::{CliError, CliResult};
@@ -98,6 +99,9 @@ pub struct BuildArgs {
     /// `[,mode=min|max][,ignore-error=true]`); repeatable.
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
+    /// After the build, print why each step that ran was not answered from the cache.
+    #[arg(long)]
+    pub explain: bool,
     /// Push the image after building it (same as `--output type=registry`).
     #[arg(long)]
     pub push: bool,
@@ -316,11 +320,16 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         network,
         compression,
         secrets,
-        ssh,
+        ssh: ssh.sockets.clone(),
         cache_from,
     };
 
     let progress = Progress::new(mode.display());
+    let progress = if args.explain {
+        progress.collect_explanations()
+    } else {
+        progress
+    };
     let finished = build_and_export(&store, &request, &tags, &outputs, &progress).and_then(
         |(outcome, image)| {
             cache::export_all(&store, &outcome.cache, &exporters, &progress)?;
@@ -344,6 +353,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
     match finished {
         Ok(outcome) => {
             progress.finish(Some(&outcome));
+            progress.print_explanations();
             // The image id is the command's result: on stdout unless stdout carries an
             // archive, or JSON lines (where the `result` object says it).
             if !stdout_taken && !mode.uses_stdout() {
@@ -353,6 +363,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         }
         Err(err) => {
             progress.finish(None);
+            progress.print_explanations();
             Err(err)
         }
     }

@@ -449,6 +449,16 @@ fn prune(store: &Store, args: PruneArgs) -> CliResult<ExitCode> {
         keep_storage,
     };
     let report = gc::prune(store, options, &mut refs)?;
+    // As `docker builder prune`: cache mounts no build is using go too (a size cap alone
+    // trims the layer cache and keeps them).
+    let mounts = if args.keep_storage.is_none() || args.all {
+        kiln_builder::cache_mounts::prune(store)?
+    } else {
+        kiln_builder::cache_mounts::Pruned::default()
+    };
+    if mounts.busy {
+        eprintln!("note: other kiln processes are using the store; cache mounts were left alone");
+    }
     let mut text = String::new();
     if !report.removed_images.is_empty() {
         text.push_str("Deleted Images:\n");
@@ -457,9 +467,12 @@ fn prune(store: &Store, args: PruneArgs) -> CliResult<ExitCode> {
         }
         text.push('\n');
     }
+    if mounts.removed > 0 {
+        text.push_str(&format!("Deleted cache mounts: {}\n", mounts.removed));
+    }
     text.push_str(&format!(
         "Total reclaimed space: {} ({} blobs)\n",
-        human::size(report.reclaimed_bytes),
+        human::size(report.reclaimed_bytes + mounts.bytes),
         report.removed_blobs
     ));
     print(&text)?;

@@ -3,6 +3,7 @@
 //! can report its own steps (exporting the image, writing outputs) through the same display,
 //! numbered after the solver's.
 
+mod explain;
 mod plain;
 mod quiet;
 mod rawjson;
@@ -89,6 +90,8 @@ pub trait Display: EventSink {
 pub struct Progress {
     display: Box<dyn Display>,
     last_id: AtomicU32,
+    /// `--explain`: the reasons steps ran, printed after the build.
+    explanations: Option<explain::Explanations>,
 }
 
 impl Progress {
@@ -96,6 +99,20 @@ impl Progress {
         Progress {
             display,
             last_id: AtomicU32::new(0),
+            explanations: None,
+        }
+    }
+
+    /// Keeps the reasons steps ran, for [`Progress::print_explanations`].
+    pub fn collect_explanations(mut self) -> Progress {
+        self.explanations = Some(explain::Explanations::default());
+        self
+    }
+
+    /// Prints the reasons steps ran to stderr, when they were collected.
+    pub fn print_explanations(&self) {
+        if let Some(explanations) = &self.explanations {
+            explanations.print();
         }
     }
 
@@ -126,11 +143,15 @@ impl EventSink for Progress {
             | Event::Log { id, .. }
             | Event::Cached { id }
             | Event::Done { id, .. }
-            | Event::Failed { id, .. } => Some(*id),
+            | Event::Failed { id, .. }
+            | Event::Explained { id, .. } => Some(*id),
             Event::Warning { .. } => None,
         };
         if let Some(id) = id {
             self.last_id.fetch_max(id, Ordering::Relaxed);
+        }
+        if let Some(explanations) = &self.explanations {
+            explanations.record(&event);
         }
         self.display.emit(event);
     }

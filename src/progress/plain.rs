@@ -124,6 +124,12 @@ impl<W: Write> State<W> {
                     writeln!(self.out, "#{id} {line}")?;
                 }
             }
+            Event::Explained { id, reasons } => {
+                self.switch_to(*id)?;
+                for reason in reasons {
+                    writeln!(self.out, "#{id} why: {}", visible_text(reason))?;
+                }
+            }
             Event::Warning { message } => {
                 self.leave_current()?;
                 for line in message.lines() {

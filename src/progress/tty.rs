@@ -172,6 +172,11 @@ impl EventSink for Tty {
                     step.bar.set_message(line.to_string());
                 }
             }
+            Event::Explained { id, reasons } => {
+                if let Some(step) = self.running().get(&id) {
+                    step.bar.set_message(format!("why: {}", reasons.join("; ")));
+                }
+            }
             Event::Cached { id } => self.finish_step(id, Status::Cached),
             Event::Done { id, elapsed } => self.finish_step(id, Status::Done(elapsed)),
             Event::Failed { id, elapsed, .. } => self.finish_step(id, Status::Failed(elapsed)),

@@ -407,7 +407,8 @@ fn strip_pivot(path: &str, pivot: Option<&str>) -> String {
 pub(super) fn select(spec: &CopySpec, from: &SourceRoot<'_>) -> Result<Selection> {
     let chmod = spec.chmod.as_deref().map(Chmod::parse).transpose()?;
     if spec.checksum.is_some() {
-        // BuildKit's messages; the one source --checksum fits, a URL, is refused below anyway.
+        // BuildKit's messages. URLs are fetched (crate::remote) before a selection is made, so
+        // a URL here was not: it is refused below.
         return Err(invalid(
             spec,
             if !spec.is_add {
@@ -415,7 +416,10 @@ pub(super) fn select(spec: &CopySpec, from: &SourceRoot<'_>) -> Result<Selection
             } else if spec.sources.len() != 1 {
                 "checksum can't be specified for multiple sources".into()
             } else if is_url(&spec.sources[0]) {
-                format!("ADD of a URL is not supported yet: {}", spec.sources[0])
+                format!(
+                    "a URL must be fetched before it is copied: {}",
+                    spec.sources[0]
+                )
             } else {
                 "checksum can't be specified for non-HTTP sources".into()
             },
@@ -449,7 +453,7 @@ pub(super) fn select(spec: &CopySpec, from: &SourceRoot<'_>) -> Result<Selection
             return Err(invalid(
                 spec,
                 if spec.is_add {
-                    format!("ADD of a URL is not supported yet: {raw}")
+                    format!("a URL must be fetched before it is copied: {raw}")
                 } else {
                     format!("source can't be a URL for COPY: {raw}")
                 },

@@ -48,6 +48,11 @@ pub fn copy(
 
     let name = ctx.next_title(state, instruction);
     let build = ctx.build;
+    let fetch_options = crate::remote::FetchOptions {
+        keep_git_dir: matches!(&instruction.kind, InstructionKind::Add(a) if a.keep_git_dir),
+        reproducible: build.clamp_mtime.is_some(),
+        ssh_agent: build.request.ssh.get("default").map(|p| p.as_path()),
+    };
     // The source root stays mounted for the whole step: selection reads it, the copy writes
     // from it.
     let source_snapshot: Option<ActiveSnapshot> = match &from {
@@ -56,17 +61,21 @@ pub fn copy(
     };
     let result = (|| {
         let selected = (|| {
-            let selection = match &source_snapshot {
-                Some(snapshot) => copy::select(&spec, &SourceRoot::Dir(snapshot.mount_point()))?,
-                None => {
+            let fetched = crate::remote::fetch(&spec, build.store.tmp_dir(), fetch_options)?;
+            let selection = match (&fetched, &source_snapshot) {
+                (Some(f), _) => crate::remote::select(f)?,
+                (None, Some(snapshot)) => {
+                    copy::select(&spec, &SourceRoot::Dir(snapshot.mount_point()))?
+                }
+                (None, None) => {
                     let files = build.context()?;
                     copy::select(&spec, &SourceRoot::Context(&files.context, &files.entries))?
                 }
             };
             let files = cache_sources(ctx, state, &selection)?;
-            Ok((selection, files))
+            Ok((selection, files, fetched))
         })();
-        let (selection, files) = match selected {
+        let (selection, files, _fetched) = match selected {
             Ok(selected) => selected,
             Err(e) => {
                 // The step failed before it could be keyed: it still shows, and fails, as a
@@ -96,7 +105,7 @@ pub fn copy(
         let key = CacheKey::new(&state.cache_key)
             .instruction(&canonical)
             .sources(&files)
-            .finish();
+            .finish_explained();
         layer_step(
             ctx,
             state,

@@ -55,13 +55,23 @@ pub fn record_config_step(
     state: &mut StageState,
     created_by: String,
 ) -> Result<()> {
-    let key = CacheKey::new(&state.cache_key)
+    let step = CacheKey::new(&state.cache_key)
         .instruction(&created_by)
         .variables(pairs(&state.key_variables()))
-        .finish();
+        .finish_explained();
+    let place = ctx.build.explain.place(ctx.stage);
+    let key = step.key.clone();
     let created = match ctx.lookup(&key) {
         Some(record) => record.created,
         None => {
+            // Config steps are no vertices: their reasons show in the steps they make run.
+            let reasons = ctx
+                .build
+                .explain
+                .explain(ctx.stage, &place, &step, ctx.no_cache_flag());
+            ctx.build
+                .explain
+                .ran_config(ctx.stage, place, &created_by, &reasons, &step);
             let created = kiln_oci::image::creation_time();
             ctx.build.cache.store(
                 &key,
@@ -209,11 +219,15 @@ pub fn layer_step(
     state: &mut StageState,
     instruction: &Instruction,
     name: String,
-    key: String,
+    key: impl Into<crate::explain::StepKey>,
     created_by: String,
     execute: impl FnOnce(&ActiveSnapshot, &Vertex<'_>) -> Result<Vec<String>>,
 ) -> Result<()> {
     let build = ctx.build;
+    let step: crate::explain::StepKey = key.into();
+    let key = step.key.clone();
+    let place = build.explain.place(ctx.stage);
+    let title = name.clone();
     let vertex = build.start_vertex(name, instruction.span.start_line);
     // A record that cannot be reused (its blob damaged, say) is a miss: the step runs again.
     if let Some(record) = ctx.lookup(&key)
@@ -226,8 +240,14 @@ pub fn layer_step(
         vertex.cached();
         return Ok(());
     }
+    vertex.explained(
+        build
+            .explain
+            .explain(ctx.stage, &place, &step, ctx.no_cache_flag()),
+    );
     match execute_layer(ctx, state, &key, created_by, &vertex, execute) {
         Ok(()) => {
+            build.explain.ran(ctx.stage, place, &title, &step);
             state.cache_key = after_layer(&key, state);
             build.steps_run.fetch_add(1, Ordering::Relaxed);
             vertex.done();

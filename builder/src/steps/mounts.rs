@@ -69,6 +69,8 @@ struct CacheMount {
     gid: u32,
     mode: u32,
     readonly: bool,
+    /// `from=` and `source=`: what a new cache starts with.
+    seed: Option<(SourceFs, String)>,
 }
 
 /// Where a secret is mounted when the mount does not say (BuildKit's default).
@@ -102,6 +104,9 @@ struct SshMount {
     /// The agent socket on the host; `None` when the build has none and the mount is not
     /// required, which skips it.
     socket: Option<PathBuf>,
+    /// `mode`, `uid`, `gid` when any is given: the step gets a relaying socket of its own
+    /// with them (BuildKit's defaults, 0600 and root, for those not given).
+    owner: Option<(u32, u32, u32)>,
 }
 
 /// The mounts of one RUN.
@@ -123,6 +128,7 @@ pub struct Attached {
     snapshots: Vec<ActiveSnapshot>,
     _copies: Vec<tempfile::TempDir>,
     _locks: Vec<File>,
+    _agents: Vec<crate::ssh_proxy::AgentProxy>,
 }
 
 impl Attached {
@@ -220,20 +226,21 @@ impl RunMounts {
                     continue;
                 }
                 MountType::Ssh => {
-                    // The agent's own socket is mounted: changing its owner or mode would
-                    // change the host's socket, so these are refused rather than ignored.
-                    if let Some(key) = ["mode", "uid", "gid"]
+                    // The agent's own socket is mounted as it is, unless the mount asks for a
+                    // mode or owner: changing those would change the host's socket, so the
+                    // step then gets a relaying socket of its own.
+                    let owner = if ["mode", "uid", "gid"]
                         .into_iter()
-                        .find(|k| mount.option(k).is_some())
+                        .any(|k| mount.option(k).is_some())
                     {
-                        return Err(Error::Unsupported {
-                            location: ctx.build.location(instruction.span),
-                            message: format!(
-                                "RUN --mount=type=ssh,{key}=…: kiln mounts the agent socket \
-                                 itself and cannot change its {key}"
-                            ),
-                        });
-                    }
+                        Some((
+                            number("mode", 8)?.unwrap_or(0o600),
+                            number("uid", 10)?.unwrap_or(0),
+                            number("gid", 10)?.unwrap_or(0),
+                        ))
+                    } else {
+                        None
+                    };
                     let id = mount
                         .id
                         .clone()
@@ -255,6 +262,7 @@ impl RunMounts {
                         ),
                         required: mount.required(),
                         socket,
+                        owner,
                         id,
                     });
                     continue;
@@ -293,7 +301,7 @@ impl RunMounts {
                         context_bind(ctx.build, &source, target, !mount.readonly()).map_err(at)?;
                     out.context_binds.push(bind);
                 }
-                (MountType::Cache, None) => {
+                (MountType::Cache, _) => {
                     let sharing = match mount.option("sharing").and_then(|o| o.value.as_deref()) {
                         None | Some("shared") => Sharing::Shared,
                         Some("private") => Sharing::Private,
@@ -316,14 +324,13 @@ impl RunMounts {
                         gid: number("gid", 10)?.unwrap_or(0),
                         mode: number("mode", 8)?.unwrap_or(0o755),
                         readonly: mount.readonly(),
-                    });
-                }
-                (MountType::Cache, Some(_)) => {
-                    return Err(Error::Unsupported {
-                        location: ctx.build.location(instruction.span),
-                        message: "RUN --mount=type=cache,from=… (a cache seeded from a stage) \
-                                  is not supported yet"
-                            .into(),
+                        seed: match from {
+                            Some(from) => Some((
+                                resolve_from(ctx, from).map_err(at)?,
+                                mount.source.clone().unwrap_or_else(|| "/".to_string()),
+                            )),
+                            None => None,
+                        },
                     });
                 }
                 // Handled before the target is required.
@@ -339,11 +346,19 @@ impl RunMounts {
             "tmpfs": self.tmpfs.iter().map(|t| (t.target.to_string_lossy().into_owned(), t.size)).collect::<Vec<_>>(),
             "binds": self.binds.iter().map(|b| (&b.fs.identity, &b.source, &b.target, b.readwrite)).collect::<Vec<_>>(),
             "context": self.context_binds.iter().map(|b| (&b.target, b.readwrite)).collect::<Vec<_>>(),
-            "caches": self.caches.iter().map(|c| (&c.id, &c.target, format!("{:?}", c.sharing), c.uid, c.gid, c.mode, c.readonly)).collect::<Vec<_>>(),
+            "caches": self.caches.iter().map(|c| match &c.seed {
+                None => serde_json::json!((&c.id, &c.target, format!("{:?}", c.sharing), c.uid, c.gid, c.mode, c.readonly)),
+                // The source only when there is one, so that other keys stay as they were.
+                Some((fs, source)) => serde_json::json!((&c.id, &c.target, format!("{:?}", c.sharing), c.uid, c.gid, c.mode, c.readonly, &fs.identity, source)),
+            }).collect::<Vec<_>>(),
             // The id and where it goes, never the value nor whether the build had it (BuildKit
             // keys secrets the same way).
             "secrets": self.secrets.iter().map(|s| (&s.id, &s.target, &s.env, s.required, s.mode, s.uid, s.gid)).collect::<Vec<_>>(),
-            "ssh": self.ssh.iter().map(|s| (&s.id, &s.target, s.required)).collect::<Vec<_>>(),
+            // A mode or owner only when given, so that other keys stay as they were.
+            "ssh": self.ssh.iter().map(|s| match s.owner {
+                None => serde_json::json!([&s.id, &s.target, s.required]),
+                Some(owner) => serde_json::json!([&s.id, &s.target, s.required, owner]),
+            }).collect::<Vec<_>>(),
         })
     }
 
@@ -366,6 +381,7 @@ impl RunMounts {
             snapshots: Vec::with_capacity(self.binds.len()),
             _copies: Vec::with_capacity(self.context_binds.len()),
             _locks: Vec::new(),
+            _agents: Vec::new(),
         };
         spec.tmpfs.extend(self.tmpfs.iter().cloned());
         for bind in &self.binds {
@@ -396,6 +412,9 @@ impl RunMounts {
                     // A private cache that is in use: this step gets one of its own.
                     let dir = temp_dir(build, "cache-")?;
                     let path = dir.path().to_path_buf();
+                    if let Some((from, source)) = &cache.seed {
+                        crate::cache_mounts::seed(build, from, source, &path)?;
+                    }
                     fs::set_permissions(&path, fs::Permissions::from_mode(cache.mode))
                         .map_err(|e| Error::io(&path, e))?;
                     std::os::unix::fs::chown(&path, Some(cache.uid), Some(cache.gid))
@@ -416,10 +435,22 @@ impl RunMounts {
             let Some(socket) = &ssh.socket else {
                 continue;
             };
+            let socket = match ssh.owner {
+                None => socket.clone(),
+                Some((mode, uid, gid)) => {
+                    let dir = temp_dir(build, "ssh-")?;
+                    let at = dir.path().to_path_buf();
+                    let proxy = crate::ssh_proxy::AgentProxy::start(socket, dir, mode, uid, gid)
+                        .map_err(|e| Error::io(&at, e))?;
+                    let own = proxy.socket().to_path_buf();
+                    attached._agents.push(proxy);
+                    own
+                }
+            };
             // Read-only still lets the step connect (a socket is no file the mount flag
             // guards) but not chmod or replace the host's socket.
             spec.mounts.push(BindMount {
-                source: socket.clone(),
+                source: socket,
                 target: PathBuf::from(&ssh.target),
                 readonly: true,
             });
@@ -540,7 +571,13 @@ fn cache_dir(
 ) -> Result<Option<PathBuf>> {
     let root = build.store.root().join(CACHE_MOUNTS_DIR);
     fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
-    let name = hex::encode(Sha256::digest(cache.id.as_bytes()));
+    let seeded = cache
+        .seed
+        .as_ref()
+        .map(|(fs, source)| crate::cache_mounts::seed_name(fs, source));
+    let name = hex::encode(Sha256::digest(
+        format!("{}{}", cache.id, seeded.unwrap_or_default()).as_bytes(),
+    ));
     let dir = root.join(&name);
     let lock_path = root.join(format!("{name}.lock"));
     if cache.sharing != Sharing::Shared {
@@ -568,6 +605,9 @@ fn cache_dir(
             .mode(cache.mode)
             .create(&tmp)
             .map_err(|e| Error::io(&tmp, e))?;
+        if let Some((from, source)) = &cache.seed {
+            crate::cache_mounts::seed(build, from, source, &tmp)?;
+        }
         fs::set_permissions(&tmp, fs::Permissions::from_mode(cache.mode))
             .map_err(|e| Error::io(&tmp, e))?;
         std::os::unix::fs::chown(&tmp, Some(cache.uid), Some(cache.gid))

@@ -71,7 +71,7 @@ pub fn run(
         .instruction(&canonical)
         .variables(super::pairs(&state.key_variables()))
         .sources(&mounts.key_sources())
-        .finish();
+        .finish_explained();
     let env = state.run_env(&ctx.build.plan.proxy_args);
     let mut name = ctx.next_title(state, instruction);
     if let Some(summary) = heredoc_summary(run) {

@@ -29,7 +29,7 @@ pub fn workdir(
     let name = ctx.next_title(state, instruction);
     let key = CacheKey::new(&state.cache_key)
         .instruction(&format!("{created_by}\nowner={user}"))
-        .finish();
+        .finish_explained();
     let location = ctx.build.location(instruction.span);
     layer_step(
         ctx,

@@ -5,7 +5,7 @@ use crate::error::{CliError, CliResult};
 use kiln_builder::SecretSource;
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileTypeExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `--secret id=ID[,src=FILE|,env=VAR][,type=file|env]`, each one; a later id replaces an
 /// earlier one. Without `src`, `env` or `type`, the variable named like the id is used when
@@ -73,9 +73,18 @@ fn secret(spec: &str, env_set: &dyn Fn(&str) -> bool) -> CliResult<(String, Secr
     Ok((id, source))
 }
 
-/// `--ssh default|ID[=SOCKET]`: agent sockets by id; `default` alone is `$SSH_AUTH_SOCK`.
-pub fn ssh(specs: &[String]) -> CliResult<BTreeMap<String, PathBuf>> {
+/// The agents of `--ssh`: sockets by id, and the agents kiln started for key files (killed
+/// when this is dropped).
+pub struct SshAgents {
+    pub sockets: BTreeMap<String, PathBuf>,
+    _started: Vec<super::ssh_agent::Agent>,
+}
+
+/// `--ssh default|ID[=SOCKET|=KEYFILE[,KEYFILE…]]`: agent sockets by id; `default` alone is
+/// `$SSH_AUTH_SOCK`; key files are served by an agent started for the build.
+pub fn ssh(specs: &[String]) -> CliResult<SshAgents> {
     let mut out = BTreeMap::new();
+    let mut started = Vec::new();
     for spec in specs {
         let (id, paths) = match spec.split_once('=') {
             Some((id, paths)) => (id, paths),
@@ -99,29 +108,43 @@ pub fn ssh(specs: &[String]) -> CliResult<BTreeMap<String, PathBuf>> {
                     message: format!("--ssh {spec}: SSH_AUTH_SOCK is not set"),
                     hint: Some("start an agent (eval $(ssh-agent)) or give --ssh ID=SOCKET".into()),
                 })?,
-            [one] => PathBuf::from(one),
-            _ => {
-                return Err(CliError::Unsupported {
-                    message: format!("--ssh {spec}: kiln forwards one agent socket per id"),
-                    hint: Some("load the keys into one agent (ssh-add) and pass its socket".into()),
-                });
+            [one] if is_socket(Path::new(one)) => PathBuf::from(one),
+            ref paths => {
+                let keys: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+                if let Some(other) = keys.iter().find(|k| !k.is_file()) {
+                    return Err(CliError::Usage {
+                        message: format!(
+                            "--ssh {spec}: {} is neither an agent socket nor a key file",
+                            other.display()
+                        ),
+                        hint: Some(
+                            "give one agent socket, or private key files separated by commas"
+                                .into(),
+                        ),
+                    });
+                }
+                let agent = super::ssh_agent::Agent::start(spec, &keys)?;
+                let socket = agent.socket().to_path_buf();
+                started.push(agent);
+                socket
             }
         };
-        let is_socket = std::fs::metadata(&socket).is_ok_and(|m| m.file_type().is_socket());
-        if !is_socket {
-            // buildx would start an agent holding a key file; kiln forwards agents only.
-            return Err(CliError::Unsupported {
-                message: format!(
-                    "--ssh {spec}: {} is not an agent socket; kiln forwards running agents, \
-                     it does not load key files",
-                    socket.display()
-                ),
-                hint: Some("ssh-add the key to an agent and pass --ssh ID=$SSH_AUTH_SOCK".into()),
+        if !is_socket(&socket) {
+            return Err(CliError::Usage {
+                message: format!("--ssh {spec}: {} is not an agent socket", socket.display()),
+                hint: Some("start an agent (eval $(ssh-agent)) or give --ssh ID=KEYFILE".into()),
             });
         }
         out.insert(id.to_string(), socket);
     }
-    Ok(out)
+    Ok(SshAgents {
+        sockets: out,
+        _started: started,
+    })
+}
+
+fn is_socket(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
 #[cfg(test)]
