@@ -164,10 +164,8 @@ fn lex_items(source: &str) -> Result<Vec<Item>, TemplateError> {
             .ok_or_else(|| parse_error(source, open, "unclosed action"))?;
         let mut inner_end = close;
         trim_next = false;
-        if close > inner_start && source[..close].ends_with(" -")
-            || source[..close].ends_with("\t-")
-            || source[..close].ends_with("\n-")
-        {
+        let inner = &source[inner_start..close];
+        if inner.ends_with(" -") || inner.ends_with("\t-") || inner.ends_with("\n-") {
             inner_end -= 1;
             trim_next = true;
         }
@@ -189,7 +187,7 @@ fn lex_items(source: &str) -> Result<Vec<Item>, TemplateError> {
 fn find_close(source: &str, from: usize) -> Option<usize> {
     let bytes = source.as_bytes();
     let mut i = from;
-    while i + 1 < bytes.len() + 1 && i < bytes.len() {
+    while i < bytes.len() {
         match bytes[i] {
             b'"' => {
                 i += 1;
@@ -861,7 +859,7 @@ fn call(name: &str, args: &[Value]) -> Result<Value, String> {
         }
         "eq" | "ne" => {
             if args.len() < 2 {
-                return Err(format!("missing argument for comparison"));
+                return Err("missing argument for comparison".to_string());
             }
             let equal = args[1..].iter().any(|other| loosely_equal(&args[0], other));
             Ok(Value::from(if name == "eq" { equal } else { !equal }))
