@@ -5,7 +5,7 @@
 
 use crate::commands::build::BuildArgs;
 use crate::commands::run::RunArgs;
-use crate::commands::store::{LoadArgs, RmiArgs, SaveArgs, TagArgs};
+use crate::commands::store::{ImportArgs, LoadArgs, RmiArgs, SaveArgs, TagArgs};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, Parser};
 use std::process::ExitCode;
@@ -198,6 +198,19 @@ pub struct Inspect {
     #[arg(short, long)]
     pub size: bool,
     /// Inspect this platform's variant (kiln's images have one platform).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+}
+
+/// `docker import`: kiln's import, less what docker adds.
+#[derive(Debug, Parser)]
+pub struct Import {
+    #[command(flatten)]
+    pub kiln: ImportArgs,
+    /// Dockerfile instructions to apply (kiln imports the file system only).
+    #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+    pub changes: Vec<String>,
+    /// The platform the file system is for (kiln records the native one).
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
 }

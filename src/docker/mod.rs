@@ -140,6 +140,7 @@ fn help() -> String {
        login       Authenticate to a registry\n  \
        logout      Log out from a registry\n  \
        history     Show the history of an image\n  \
+       import      Import the contents from a tarball to create a filesystem image\n  \
        version     Show the kiln version information\n  \
        info        Display system-wide information\n\n\
      Global Options:\n      \
@@ -200,6 +201,7 @@ fn dispatch(globals: &Globals, command: &str, args: &[String]) -> ExitCode {
                 "save" => save(root, "image save", args),
                 "load" => load(root, "image load", args),
                 "history" => history(root, "image history", args),
+                "import" => import(root, "image import", args),
                 "push" => push(globals, "image push", args),
                 "pull" => pull(globals, "image pull", args),
                 "-h" | "--help" => {
@@ -215,6 +217,7 @@ fn dispatch(globals: &Globals, command: &str, args: &[String]) -> ExitCode {
         "save" => save(root, "save", args),
         "load" => load(root, "load", args),
         "history" => history(root, "history", args),
+        "import" => import(root, "import", args),
         "run" => run_container(root, args),
         "version" => version(args),
         "info" => finish(info(root, args)),
@@ -236,6 +239,8 @@ fn build(root: &Option<PathBuf>, name: &str, args: &[String], buildx: bool) -> E
         eprintln!("note: {flag} has no effect with kiln (it configures docker's build daemon)");
     }
     let mut kiln = parsed.kiln;
+    // `--load` asks for the image in the local image store, which is where kiln puts it.
+    kiln.buildx_only.load = false;
     // The legacy builder's closing lines, which scripts grep for; buildx prints none, and
     // neither does plain or machine-readable progress.
     kiln.classic_summary =
@@ -270,6 +275,22 @@ fn save(root: &Option<PathBuf>, name: &str, args: &[String]) -> ExitCode {
 fn load(root: &Option<PathBuf>, name: &str, args: &[String]) -> ExitCode {
     let parsed = parse_or_exit!(cli::Load, name, "[OPTIONS]", args);
     store_command(root, StoreCommand::Load(parsed.kiln))
+}
+
+fn import(root: &Option<PathBuf>, name: &str, args: &[String]) -> ExitCode {
+    let parsed = parse_or_exit!(
+        cli::Import,
+        name,
+        "[OPTIONS] file|URL|- [REPOSITORY[:TAG]]",
+        args
+    );
+    if !parsed.changes.is_empty() {
+        return finish(Err(CliError::Unsupported {
+            message: "--change: kiln imports the file system only".into(),
+            hint: Some("build FROM the imported image to set its config".into()),
+        }));
+    }
+    store_command(root, StoreCommand::Import(parsed.kiln))
 }
 
 fn history(root: &Option<PathBuf>, name: &str, args: &[String]) -> ExitCode {
