@@ -454,12 +454,13 @@ pub fn info_text(v: &Value) -> String {
     )
 }
 
-/// Renders `format` (a template, or `json`) over one value, with docker's trailing newline.
-pub fn render_one(format: &str, value: &Value) -> CliResult<String> {
+/// Renders `format` (a template, or `json`) over one value, with docker's trailing newline;
+/// `name` is the template's name in error messages (docker names some: `version`).
+pub fn render_one(name: &str, format: &str, value: &Value) -> CliResult<String> {
     if format == "json" {
         return Ok(format!("{value}\n"));
     }
-    let template = Template::parse(format).map_err(template_error)?;
+    let template = Template::parse_named(name, format).map_err(template_error)?;
     Ok(format!(
         "{}\n",
         template.render(value).map_err(template_error)?

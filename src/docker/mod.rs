@@ -357,6 +357,7 @@ fn inspect(root: &Option<PathBuf>, name: &str, args: &[String]) -> ExitCode {
                 let mut text = String::new();
                 for image in &images {
                     text.push_str(&format::render_one(
+                        "",
                         template,
                         &format::inspect_value(image)?,
                     )?);
@@ -419,7 +420,7 @@ fn version(args: &[String]) -> ExitCode {
     let value = format::version_value();
     finish((|| {
         let text = match parsed.format.as_deref() {
-            Some(f) => format::render_one(f, &value)?,
+            Some(f) => format::render_one("version", f, &value)?,
             None => format::version_text(&value),
         };
         print_stdout(&text)?;
@@ -457,7 +458,7 @@ fn info(root: &Option<PathBuf>, args: &[String]) -> CliResult<ExitCode> {
     };
     let value = format::info_value(&inputs);
     let text = match parsed.format.as_deref() {
-        Some(f) => format::render_one(f, &value)?,
+        Some(f) => format::render_one("", f, &value)?,
         None => format::info_text(&value),
     };
     print_stdout(&text)?;

@@ -14,6 +14,8 @@ use serde_json::{Map, Value};
 /// A parsed template.
 #[derive(Debug)]
 pub struct Template {
+    /// The name errors give (docker names some templates: `version`).
+    name: String,
     source: String,
     nodes: Vec<Node>,
 }
@@ -23,11 +25,13 @@ enum Node {
     Text(String),
     Action(Pipe),
     If {
+        vars: Vec<String>,
         pipe: Pipe,
         then: Vec<Node>,
         otherwise: Vec<Node>,
     },
     With {
+        vars: Vec<String>,
         pipe: Pipe,
         then: Vec<Node>,
         otherwise: Vec<Node>,
@@ -79,6 +83,20 @@ const FUNCTIONS: &[&str] = &[
 
 impl Template {
     pub fn parse(source: &str) -> Result<Template, TemplateError> {
+        Template::parse_named("", source)
+    }
+
+    /// A template whose errors carry `name`, as Go's `template.New(name)`.
+    pub fn parse_named(name: &str, source: &str) -> Result<Template, TemplateError> {
+        Template::parse_source(source)
+            .map(|mut t| {
+                t.name = name.to_string();
+                t
+            })
+            .map_err(|e| named(e, name))
+    }
+
+    fn parse_source(source: &str) -> Result<Template, TemplateError> {
         let items = lex_items(source)?;
         let mut parser = Parser {
             source,
@@ -94,6 +112,7 @@ impl Template {
             ));
         }
         Ok(Template {
+            name: String::new(),
             source: source.to_string(),
             nodes,
         })
@@ -107,9 +126,22 @@ impl Template {
             vars: Vec::new(),
             out: String::new(),
         };
-        exec.nodes(&self.nodes, data)?;
+        exec.nodes(&self.nodes, data)
+            .map_err(|e| named(e, &self.name))?;
         Ok(exec.out)
     }
+}
+
+/// An error of the unnamed template, as the template named `name` reports it.
+fn named(error: TemplateError, name: &str) -> TemplateError {
+    if name.is_empty() {
+        return error;
+    }
+    let text = error
+        .0
+        .replacen("template: :", &format!("template: {name}:"), 1)
+        .replacen("executing \"\"", &format!("executing {name:?}"), 1);
+    TemplateError(text)
 }
 
 /// One piece of the source: text, or an action's inside (trimmed of `{{- -}}` markers).
@@ -242,11 +274,7 @@ impl Parser<'_> {
             match keyword {
                 "end" | "else" if rest.is_empty() => return Ok((nodes, Some((body, pos)))),
                 "if" | "with" | "range" => {
-                    let (vars, pipe_text, pipe_pos) = if keyword == "range" {
-                        split_declaration(rest, rest_pos)
-                    } else {
-                        (Vec::new(), rest, rest_pos)
-                    };
+                    let (vars, pipe_text, pipe_pos) = split_declaration(rest, rest_pos);
                     if pipe_text.is_empty() {
                         return Err(parse_error(
                             self.source,
@@ -266,11 +294,13 @@ impl Parser<'_> {
                     };
                     nodes.push(match keyword {
                         "if" => Node::If {
+                            vars,
                             pipe,
                             then,
                             otherwise,
                         },
                         "with" => Node::With {
+                            vars,
                             pipe,
                             then,
                             otherwise,
@@ -516,25 +546,33 @@ impl Exec<'_> {
                     self.out.push_str(&go_string(&value));
                 }
                 Node::If {
+                    vars,
                     pipe,
                     then,
                     otherwise,
                 } => {
                     let value = self.pipe(pipe, dot)?;
+                    let depth = self.declare(vars, &value);
                     let branch = if truthy(&value) { then } else { otherwise };
-                    self.nodes(branch, dot)?;
+                    let result = self.nodes(branch, dot);
+                    self.vars.truncate(depth);
+                    result?;
                 }
                 Node::With {
+                    vars,
                     pipe,
                     then,
                     otherwise,
                 } => {
                     let value = self.pipe(pipe, dot)?;
-                    if truthy(&value) {
-                        self.nodes(then, &value)?;
+                    let depth = self.declare(vars, &value);
+                    let result = if truthy(&value) {
+                        self.nodes(then, &value)
                     } else {
-                        self.nodes(otherwise, dot)?;
-                    }
+                        self.nodes(otherwise, dot)
+                    };
+                    self.vars.truncate(depth);
+                    result?;
                 }
                 Node::Range {
                     vars,
@@ -553,7 +591,7 @@ impl Exec<'_> {
                             .iter()
                             .map(|(k, v)| (Value::from(k.clone()), v.clone()))
                             .collect(),
-                        Value::Null => Vec::new(),
+                        Value::Null | Value::String(_) => Vec::new(),
                         other => {
                             return Err(self.exec_error(
                                 pipe,
@@ -582,6 +620,16 @@ impl Exec<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `{{if $x := …}}`, `{{with $x := …}}`: the variable, for the rest of the block. Returns
+    /// the depth to truncate to at its end.
+    fn declare(&mut self, vars: &[String], value: &Value) -> usize {
+        let depth = self.vars.len();
+        if let Some(name) = vars.first() {
+            self.vars.push((name.clone(), value.clone()));
+        }
+        depth
     }
 
     fn exec_error(&self, pipe: &Pipe, message: &str) -> TemplateError {
@@ -779,6 +827,11 @@ fn call(name: &str, args: &[Value]) -> Result<Value, String> {
                             .ok_or_else(|| format!("index out of range: {i}"))?
                     }
                     Value::Object(map) => map.get(&as_str(key)?).cloned().unwrap_or(Value::Null),
+                    Value::String(text) => {
+                        let i = as_int(key)?;
+                        let byte = usize::try_from(i).ok().and_then(|i| text.as_bytes().get(i));
+                        Value::from(*byte.ok_or_else(|| format!("index out of range: {i}"))?)
+                    }
                     Value::Null => return Err("index of untyped nil".into()),
                     other => return Err(format!("can't index item of type {}", go_type(other))),
                 };
@@ -1057,6 +1110,11 @@ mod tests {
             render("{{range .RepoTags}}{{$.Id}} {{end}}", &data).unwrap(),
             "sha256:abc sha256:abc "
         );
+        assert_eq!(
+            render("{{with $c := .Config}}{{index $c.Env 0}}{{end}}", &data).unwrap(),
+            "PATH=/bin"
+        );
+        assert_eq!(render("{{index .Id 1}}", &data).unwrap(), "104");
     }
 
     #[test]
