@@ -424,6 +424,25 @@ fn save_and_load_round_trip_through_files_and_pipes() {
         env.ok(&["images", "-q", "copy"]),
         format!("{}\n", &id[7..19])
     );
+    // docker import of a root filesystem tar; its history names it.
+    let imported = env.ok(&["import", "-m", "from a tar", "busybox.tar", "imported:1"]);
+    let imported = imported.trim();
+    assert!(imported.starts_with("sha256:"), "{imported}");
+    assert_eq!(
+        env.ok(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Id}} {{.Comment}}",
+            "imported:1"
+        ]),
+        format!("{imported} from a tar\n")
+    );
+    let history = env.ok(&["history", "imported:1"]);
+    assert!(history.starts_with("IMAGE"), "{history}");
+    assert!(history.contains("from a tar"), "{history}");
+    let out = env.docker(&["import", "--change", "CMD sh", "busybox.tar", "changed:1"]);
+    assert_eq!(code(&out), Some(1), "{}", stderr(&out));
 }
 
 #[test]
@@ -457,6 +476,11 @@ fn version_and_info_name_kiln_in_dockers_shape() {
     );
     assert_eq!(env.ok(&["info", "--format", "{{.Images}}"]), "1\n");
     assert_eq!(env.ok(&["info", "-f", "{{.OSType}}"]), "linux\n");
+    // What Jib reads from `docker info -f '{{json .}}'`.
+    let info: serde_json::Value =
+        serde_json::from_str(&env.ok(&["info", "-f", "{{json .}}"])).unwrap();
+    assert_eq!(info["OSType"], "linux");
+    assert_eq!(info["Architecture"], std::env::consts::ARCH);
 
     // `kiln docker` is the same front.
     let out = env.kiln(&["docker", "version", "--format", "{{.Client.Version}}"]);
@@ -518,6 +542,23 @@ fn usage_errors_are_worded_as_dockers_with_its_exit_status() {
     assert_eq!(
         succeeded("docker with global flags", &out).lines().count(),
         1
+    );
+
+    let out = env.docker(&["run", "--network", "bridge", "busybox", "true"]);
+    assert_eq!(code(&out), Some(125));
+    assert!(
+        stderr(&out).starts_with(
+            "invalid argument \"bridge\" for \"--network\" flag: expected one of: none, host\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.docker(&["build"]);
+    assert_eq!(code(&out), Some(1));
+    assert!(
+        stderr(&out).starts_with("\"docker build\" requires at least 1 argument."),
+        "{}",
+        stderr(&out)
     );
 
     let out = env.docker(&["build", "--help"]);

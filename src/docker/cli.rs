@@ -57,10 +57,24 @@ fn report(full: &str, usage: &str, err: &clap::Error) -> ExitCode {
         }
         _ => {
             let text = err.kind().as_str().unwrap_or("invalid arguments");
-            let message = if invalid.is_empty() {
-                text.to_string()
-            } else {
-                format!("invalid argument for \"{invalid}\" flag: {text}")
+            // `--network <MODE>` → `--network`, as docker names the flag.
+            let flag = invalid.split(' ').next().unwrap_or_default();
+            let value = match err.get(ContextKind::InvalidValue) {
+                Some(ContextValue::String(v)) => Some(v.clone()),
+                _ => None,
+            };
+            let reason = match err.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(valid)) => {
+                    format!("expected one of: {}", valid.join(", "))
+                }
+                _ => text.to_string(),
+            };
+            let message = match (flag.is_empty(), value) {
+                (true, _) => text.to_string(),
+                (false, Some(value)) => {
+                    format!("invalid argument {value:?} for \"{flag}\" flag: {reason}")
+                }
+                (false, None) => format!("invalid argument for \"{flag}\" flag: {reason}"),
             };
             eprintln!("{message}\n{help}");
             ExitCode::from(USAGE_FAILED)

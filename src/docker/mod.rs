@@ -239,8 +239,10 @@ fn build(root: &Option<PathBuf>, name: &str, args: &[String], buildx: bool) -> E
         eprintln!("note: {flag} has no effect with kiln (it configures docker's build daemon)");
     }
     let mut kiln = parsed.kiln;
-    // `--load` asks for the image in the local image store, which is where kiln puts it.
+    // `--load` asks for the image in the local image store, which is where kiln puts it;
+    // `--builder` names a builder `buildx create` made, which is kiln itself.
     kiln.buildx_only.load = false;
+    kiln.buildx_only.builder = None;
     // The legacy builder's closing lines, which scripts grep for; buildx prints none, and
     // neither does plain or machine-readable progress.
     kiln.classic_summary =
