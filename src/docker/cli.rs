@@ -84,6 +84,7 @@ fn report(full: &str, usage: &str, err: &clap::Error) -> ExitCode {
 
 /// `docker build` and `docker buildx build`: kiln's build flags plus docker's daemon-side ones.
 #[derive(Debug, Parser)]
+#[command(about = "Build an image from a Dockerfile", long_about = None)]
 pub struct Build {
     #[command(flatten)]
     pub kiln: BuildArgs,
@@ -107,36 +108,52 @@ pub struct DaemonBuildFlags {
     /// Compress the context sent to the daemon (kiln reads it in place).
     #[arg(long)]
     pub compress: bool,
+    /// Squash the layers into one (no effect with kiln).
     #[arg(long)]
     pub squash: bool,
+    /// Container isolation technology (no effect with kiln).
     #[arg(long, value_name = "VALUE")]
     pub isolation: Option<String>,
+    /// Memory limit of the build container (no effect with kiln).
     #[arg(short = 'm', long, value_name = "BYTES")]
     pub memory: Option<String>,
+    /// Memory plus swap limit (no effect with kiln).
     #[arg(long = "memory-swap", value_name = "BYTES")]
     pub memory_swap: Option<String>,
+    /// CPU shares (no effect with kiln).
     #[arg(short = 'c', long = "cpu-shares", value_name = "N")]
     pub cpu_shares: Option<String>,
+    /// CPUs to run on (no effect with kiln).
     #[arg(long = "cpuset-cpus", value_name = "CPUS")]
     pub cpuset_cpus: Option<String>,
+    /// Memory nodes to use (no effect with kiln).
     #[arg(long = "cpuset-mems", value_name = "MEMS")]
     pub cpuset_mems: Option<String>,
+    /// CFS period (no effect with kiln).
     #[arg(long = "cpu-period", value_name = "N")]
     pub cpu_period: Option<String>,
+    /// CFS quota (no effect with kiln).
     #[arg(long = "cpu-quota", value_name = "N")]
     pub cpu_quota: Option<String>,
+    /// Size of /dev/shm (no effect with kiln).
     #[arg(long = "shm-size", value_name = "BYTES")]
     pub shm_size: Option<String>,
+    /// Parent cgroup of the build container (no effect with kiln).
     #[arg(long = "cgroup-parent", value_name = "PATH")]
     pub cgroup_parent: Option<String>,
+    /// Ulimit options (no effect with kiln).
     #[arg(long, value_name = "ULIMIT")]
     pub ulimit: Vec<String>,
+    /// Add a host-to-IP mapping (no effect with kiln).
     #[arg(long = "add-host", value_name = "HOST:IP")]
     pub add_host: Vec<String>,
+    /// Security options (no effect with kiln).
     #[arg(long = "security-opt", value_name = "OPT")]
     pub security_opt: Vec<String>,
+    /// Add an annotation to the image (no effect with kiln).
     #[arg(long, value_name = "KEY=VALUE")]
     pub annotation: Vec<String>,
+    /// Allow extra privileged entitlements (no effect with kiln).
     #[arg(long, value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
 }
@@ -172,6 +189,7 @@ impl DaemonBuildFlags {
 
 /// `docker images` / `docker image ls`.
 #[derive(Debug, Parser)]
+#[command(about = "List images", long_about = None)]
 pub struct Images {
     /// Only images of this repository (and tag).
     #[arg(value_name = "REPOSITORY[:TAG]")]
@@ -198,6 +216,7 @@ pub struct Images {
 
 /// `docker inspect` and `docker image inspect`.
 #[derive(Debug, Parser)]
+#[command(about = "Display detailed information on one or more images", long_about = None)]
 pub struct Inspect {
     /// The images: name[:tag], id or id prefix.
     #[arg(required = true, value_name = "NAME|ID")]
@@ -218,6 +237,7 @@ pub struct Inspect {
 
 /// `docker import`: kiln's import, less what docker adds.
 #[derive(Debug, Parser)]
+#[command(about = "Import the contents from a tarball to create a filesystem image", long_about = None)]
 pub struct Import {
     #[command(flatten)]
     pub kiln: ImportArgs,
@@ -231,6 +251,7 @@ pub struct Import {
 
 /// `docker tag`.
 #[derive(Debug, Parser)]
+#[command(about = "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", long_about = None)]
 pub struct Tag {
     #[command(flatten)]
     pub kiln: TagArgs,
@@ -238,6 +259,7 @@ pub struct Tag {
 
 /// `docker rmi` / `docker image rm`.
 #[derive(Debug, Parser)]
+#[command(about = "Remove one or more images", long_about = None)]
 pub struct Rmi {
     #[command(flatten)]
     pub kiln: RmiArgs,
@@ -251,6 +273,7 @@ pub struct Rmi {
 
 /// `docker save`.
 #[derive(Debug, Parser)]
+#[command(about = "Save one or more images to a tar archive (streamed to STDOUT by default)", long_about = None)]
 pub struct Save {
     #[command(flatten)]
     pub kiln: SaveArgs,
@@ -261,6 +284,7 @@ pub struct Save {
 
 /// `docker load`.
 #[derive(Debug, Parser)]
+#[command(about = "Load an image from a tar archive or STDIN", long_about = None)]
 pub struct Load {
     #[command(flatten)]
     pub kiln: LoadArgs,
@@ -271,6 +295,7 @@ pub struct Load {
 
 /// `docker run`: kiln's run flags plus docker's that kiln cannot honour.
 #[derive(Debug, Parser)]
+#[command(about = "Create and run a new container from an image", long_about = None)]
 pub struct Run {
     /// Run in the background (kiln runs containers in the foreground only).
     #[arg(short = 'd', long)]
@@ -293,6 +318,7 @@ pub struct Run {
 
 /// `docker version` and `docker info`.
 #[derive(Debug, Parser)]
+#[command(about = "Show kiln's version or system-wide information", long_about = None)]
 pub struct Formatted {
     /// A Go template, or `json`.
     #[arg(short = 'f', long, value_name = "FORMAT")]
@@ -301,6 +327,7 @@ pub struct Formatted {
 
 /// `docker push`.
 #[derive(Debug, Parser)]
+#[command(about = "Upload an image to a registry", long_about = None)]
 pub struct Push {
     #[arg(value_name = "NAME[:TAG]")]
     pub name: String,
@@ -317,6 +344,7 @@ pub struct Push {
 
 /// `docker pull`.
 #[derive(Debug, Parser)]
+#[command(about = "Download an image from a registry", long_about = None)]
 pub struct Pull {
     #[arg(value_name = "NAME[:TAG|@DIGEST]")]
     pub name: String,
@@ -332,6 +360,7 @@ pub struct Pull {
 
 /// `docker login`.
 #[derive(Debug, Parser)]
+#[command(about = "Authenticate to a registry", long_about = None)]
 pub struct Login {
     #[arg(value_name = "SERVER")]
     pub server: Option<String>,
@@ -345,6 +374,7 @@ pub struct Login {
 
 /// `docker logout`.
 #[derive(Debug, Parser)]
+#[command(about = "Log out from a registry", long_about = None)]
 pub struct Logout {
     #[arg(value_name = "SERVER")]
     pub server: Option<String>,
@@ -352,6 +382,7 @@ pub struct Logout {
 
 /// `docker buildx create`.
 #[derive(Debug, Parser)]
+#[command(about = "Create a builder instance (kiln is its own builder)", long_about = None)]
 pub struct BuildxCreate {
     /// The context or endpoint (ignored).
     #[arg(value_name = "CONTEXT|ENDPOINT")]
@@ -382,6 +413,7 @@ pub struct BuildxCreate {
 
 /// `docker buildx use`, `inspect`, `rm`, `stop`: an optional builder name.
 #[derive(Debug, Parser)]
+#[command(about = "Manage a builder instance (kiln is its own builder)", long_about = None)]
 pub struct BuildxNamed {
     #[arg(value_name = "NAME")]
     pub name: Option<String>,
@@ -401,6 +433,7 @@ pub struct BuildxNamed {
 
 /// `docker buildx ls` and `docker buildx version`.
 #[derive(Debug, Parser)]
+#[command(about = "Show the builder (kiln is its own builder)", long_about = None)]
 pub struct BuildxPlain {
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,

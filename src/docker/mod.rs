@@ -297,6 +297,7 @@ fn import(root: &Option<PathBuf>, name: &str, args: &[String]) -> ExitCode {
 
 fn history(root: &Option<PathBuf>, name: &str, args: &[String]) -> ExitCode {
     #[derive(Debug, clap::Parser)]
+    #[command(about = "Show the history of an image", long_about = None)]
     struct History {
         #[command(flatten)]
         kiln: crate::commands::store::HistoryArgs,
