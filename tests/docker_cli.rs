@@ -376,6 +376,26 @@ fn templates_render_the_inspect_object_and_report_unknown_fields() {
     assert_eq!(whole["Id"], id.as_str());
     assert_eq!(whole["RepoTags"], serde_json::json!(["busybox:latest"]));
 
+    let digests = env.ok(&["images", "--digests"]);
+    assert!(
+        digests.starts_with("REPOSITORY   TAG      DIGEST"),
+        "{digests}"
+    );
+    assert!(digests.contains(" sha256:"), "{digests}");
+    assert_eq!(env.ok(&["images", "-q", "--filter", "dangling=true"]), "");
+    assert_eq!(
+        env.ok(&[
+            "images",
+            "--filter",
+            "reference=busy*",
+            "--format",
+            "{{.Repository}}"
+        ]),
+        "busybox\n"
+    );
+    let out = env.docker(&["images", "--filter", "label=x"]);
+    assert_eq!(code(&out), Some(1));
+
     let out = env.docker(&["inspect", "-f", "{{.Nope}}", "busybox"]);
     assert_eq!(code(&out), Some(1));
     assert_eq!(

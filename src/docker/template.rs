@@ -1118,6 +1118,43 @@ mod tests {
     }
 
     #[test]
+    fn odd_input_is_an_error_not_a_panic() {
+        let data = image();
+        for text in [
+            "{{",
+            "}}",
+            "{{-}}",
+            "{{ - }}",
+            "{{/*}}",
+            "{{(}}",
+            "{{)}}",
+            "{{|}}",
+            "{{$}}",
+            "{{.|json}}",
+            "{{end}}",
+            "{{else}}",
+            "{{é}}",
+            "é{{.Id}}é",
+            "{{\"",
+            "{{`x}}",
+            "{{range}}{{end}}",
+            "{{index}}",
+            "{{len 1}}",
+            "{{json}}",
+            "{{- -}}",
+            "{{.Id -}}",
+            "{{$x := 1}}",
+            "{{range $a, $b, $c := .RepoTags}}{{end}}",
+            "{{printf}}",
+            "{{printf \"%d %\" 1}}",
+            "{{truncate .Id -1}}",
+            "{{pad .Id 1}}",
+        ] {
+            let _ = render(text, &data);
+        }
+    }
+
+    #[test]
     fn errors_are_worded_as_go_words_them() {
         let data = image();
         assert_eq!(
