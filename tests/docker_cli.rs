@@ -313,6 +313,38 @@ fn a_built_image_tags_lists_inspects_runs_and_goes() {
     let out = env.docker(&["run", "-d", "app:1"]);
     assert_eq!(code(&out), Some(125), "{}", stderr(&out));
 
+    // A kept container: listed, committed to an image, removed.
+    env.ok(&[
+        "run",
+        "--name",
+        "keep",
+        "app:1",
+        "sh",
+        "-c",
+        "echo changed > /changed.txt",
+    ]);
+    let ps = env.ok(&["ps", "-a"]);
+    assert!(ps.starts_with("CONTAINER ID"), "{ps}");
+    assert!(
+        ps.lines()
+            .any(|l| l.ends_with(" keep") && l.contains("Exited (0)")),
+        "{ps}"
+    );
+    let committed = env.ok(&["commit", "keep", "committed:1"]);
+    assert!(committed.starts_with("sha256:"), "{committed}");
+    let out = env.docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "cat",
+        "committed:1",
+        "/changed.txt",
+    ]);
+    assert_eq!(succeeded("docker run committed", &out), "changed\n");
+    assert_eq!(env.ok(&["rm", "-f", "keep"]), "keep\n");
+    assert_eq!(env.ok(&["container", "ls", "-a", "-q"]), "");
+    env.ok(&["rmi", "committed:1"]);
+
     // rmi: docker's lines; the image is gone.
     let removed = env.ok(&["rmi", "app:1", "registry.example/team/app:2"]);
     assert!(removed.contains("Untagged: app:1"), "{removed}");

@@ -4,6 +4,7 @@
 //! Parse errors are worded as the docker CLI words them, with its exit status (125).
 
 use crate::commands::build::BuildArgs;
+use crate::commands::container::{CommitArgs, PruneArgs, PsArgs, RmArgs as ContainerRmArgs};
 use crate::commands::run::RunArgs;
 use crate::commands::store::{ImportArgs, LoadArgs, RmiArgs, SaveArgs, TagArgs};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
@@ -439,4 +440,46 @@ pub struct BuildxPlain {
     pub format: Option<String>,
     #[arg(long = "no-trunc")]
     pub no_trunc: bool,
+}
+
+/// `docker ps` / `docker container ls`.
+#[derive(Debug, Parser)]
+#[command(about = "List containers", long_about = None)]
+pub struct Ps {
+    #[command(flatten)]
+    pub kiln: PsArgs,
+}
+
+/// `docker rm` / `docker container rm`.
+#[derive(Debug, Parser)]
+#[command(about = "Remove one or more containers", long_about = None)]
+pub struct ContainerRm {
+    #[command(flatten)]
+    pub kiln: ContainerRmArgs,
+    /// Remove a running container too (kiln's containers run in the foreground of their
+    /// command, so none is running when this runs).
+    #[arg(short, long)]
+    pub force: bool,
+    /// Remove anonymous volumes (kiln's containers have none).
+    #[arg(short, long)]
+    pub volumes: bool,
+}
+
+/// `docker commit` / `docker container commit`.
+#[derive(Debug, Parser)]
+#[command(about = "Create a new image from a container's changes", long_about = None)]
+pub struct Commit {
+    #[command(flatten)]
+    pub kiln: CommitArgs,
+    /// Pause the container while committing (kiln's are stopped).
+    #[arg(short, long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub pause: Option<String>,
+}
+
+/// `docker container prune`.
+#[derive(Debug, Parser)]
+#[command(about = "Remove all stopped containers", long_about = None)]
+pub struct ContainerPrune {
+    #[command(flatten)]
+    pub kiln: PruneArgs,
 }

@@ -135,6 +135,10 @@ fn help() -> String {
        save        Save one or more images to a tar archive (streamed to STDOUT by default)\n  \
        load        Load an image from a tar archive or STDIN\n  \
        run         Create and run a new container from an image\n  \
+       ps          List containers (kept by `run` without --rm)\n  \
+       rm          Remove one or more containers\n  \
+       commit      Create a new image from a container's changes\n  \
+       container   Manage containers (ls, rm, commit, prune)\n  \
        push        Upload an image to a registry\n  \
        pull        Download an image from a registry\n  \
        login       Authenticate to a registry\n  \
@@ -211,6 +215,26 @@ fn dispatch(globals: &Globals, command: &str, args: &[String]) -> ExitCode {
                 other => unknown_command("image ", other),
             }
         }
+        "ps" => containers(root, "ps", args),
+        "rm" => containers(root, "rm", args),
+        "commit" => containers(root, "commit", args),
+        "container" => match args.split_first() {
+            Some((sub, args)) => match sub.as_str() {
+                "ls" | "ps" | "list" => containers(root, "container ls", args),
+                "rm" | "remove" => containers(root, "container rm", args),
+                "commit" => containers(root, "container commit", args),
+                "prune" => containers(root, "container prune", args),
+                "-h" | "--help" => {
+                    print!("{}", help());
+                    ExitCode::SUCCESS
+                }
+                other => unknown_command("container ", other),
+            },
+            None => {
+                print!("{}", help());
+                ExitCode::SUCCESS
+            }
+        },
         "tag" => tag(root, "tag", args),
         "rmi" => rmi(root, "rmi", args),
         "inspect" => inspect(root, "inspect", args),
@@ -307,6 +331,36 @@ fn history(root: &Option<PathBuf>, name: &str, args: &[String]) -> ExitCode {
     }
     let parsed = parse_or_exit!(History, name, "[OPTIONS] IMAGE", args);
     store_command(root, StoreCommand::History(parsed.kiln))
+}
+
+/// `ps`, `rm`, `commit` and `container …`: kiln's container commands.
+fn containers(root: &Option<PathBuf>, name: &str, args: &[String]) -> ExitCode {
+    use crate::commands::container::{self, ContainerCommand};
+    let command = match name.trim_start_matches("container ") {
+        "ps" | "ls" => ContainerCommand::Ls(parse_or_exit!(cli::Ps, name, "[OPTIONS]", args).kiln),
+        "rm" => ContainerCommand::Rm(
+            parse_or_exit!(
+                cli::ContainerRm,
+                name,
+                "[OPTIONS] CONTAINER [CONTAINER...]",
+                args
+            )
+            .kiln,
+        ),
+        "commit" => ContainerCommand::Commit(
+            parse_or_exit!(
+                cli::Commit,
+                name,
+                "[OPTIONS] CONTAINER [REPOSITORY[:TAG]]",
+                args
+            )
+            .kiln,
+        ),
+        _ => ContainerCommand::Prune(
+            parse_or_exit!(cli::ContainerPrune, name, "[OPTIONS]", args).kiln,
+        ),
+    };
+    finish(container::run(root, command))
 }
 
 fn images(root: &Option<PathBuf>, name: &str, args: &[String]) -> ExitCode {
