@@ -367,7 +367,7 @@ pub struct Login {
     pub server: Option<String>,
     #[arg(short, long, value_name = "USER")]
     pub username: Option<String>,
-    #[arg(short, long, value_name = "PASSWORD")]
+    #[arg(short, long, value_name = "PASSWORD", allow_hyphen_values = true)]
     pub password: Option<String>,
     #[arg(long = "password-stdin")]
     pub password_stdin: bool,
@@ -379,6 +379,57 @@ pub struct Login {
 pub struct Logout {
     #[arg(value_name = "SERVER")]
     pub server: Option<String>,
+}
+
+// The registry commands run `kiln push|pull|login|logout`: their kiln command lines. Values
+// are joined to their flags and names follow `--`, so none can be read as a flag.
+
+impl Push {
+    pub fn kiln_args(self) -> Vec<String> {
+        let mut args = vec!["push".to_string()];
+        if self.quiet {
+            args.push("--quiet".into());
+        }
+        args.extend(["--".to_string(), self.name]);
+        args
+    }
+}
+
+impl Pull {
+    pub fn kiln_args(self) -> Vec<String> {
+        let mut args = vec!["pull".to_string()];
+        args.extend(self.platform.map(|p| format!("--platform={p}")));
+        if self.quiet {
+            args.push("--quiet".into());
+        }
+        args.extend(["--".to_string(), self.name]);
+        args
+    }
+}
+
+impl Login {
+    pub fn kiln_args(self) -> Vec<String> {
+        let mut args = vec!["login".to_string()];
+        args.extend(self.username.map(|u| format!("--username={u}")));
+        args.extend(self.password.map(|p| format!("--password={p}")));
+        if self.password_stdin {
+            args.push("--password-stdin".into());
+        }
+        if let Some(server) = self.server {
+            args.extend(["--".to_string(), server]);
+        }
+        args
+    }
+}
+
+impl Logout {
+    pub fn kiln_args(self) -> Vec<String> {
+        let mut args = vec!["logout".to_string()];
+        if let Some(server) = self.server {
+            args.extend(["--".to_string(), server]);
+        }
+        args
+    }
 }
 
 /// `docker buildx create`.
@@ -482,4 +533,50 @@ pub struct Commit {
 pub struct ContainerPrune {
     #[command(flatten)]
     pub kiln: PruneArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kiln<T: Parser>(argv: &[&str], to_kiln: fn(T) -> Vec<String>) -> Vec<String> {
+        to_kiln(T::try_parse_from(argv).unwrap())
+    }
+
+    #[test]
+    fn registry_commands_become_kilns() {
+        assert_eq!(
+            kiln(&["push", "-q", "reg.example/app:1"], Push::kiln_args),
+            ["push", "--quiet", "--", "reg.example/app:1"]
+        );
+        assert_eq!(
+            kiln(
+                &["pull", "--platform", "linux/amd64", "app"],
+                Pull::kiln_args
+            ),
+            ["pull", "--platform=linux/amd64", "--", "app"]
+        );
+        assert_eq!(
+            kiln(
+                &["login", "-u", "me", "-p", "-secret", "reg.example"],
+                Login::kiln_args
+            ),
+            [
+                "login",
+                "--username=me",
+                "--password=-secret",
+                "--",
+                "reg.example"
+            ]
+        );
+        assert_eq!(
+            kiln(&["login", "--password-stdin", "-u", "me"], Login::kiln_args),
+            ["login", "--username=me", "--password-stdin"]
+        );
+        assert_eq!(kiln(&["logout"], Logout::kiln_args), ["logout"]);
+        assert_eq!(
+            kiln(&["logout", "reg.example"], Logout::kiln_args),
+            ["logout", "--", "reg.example"]
+        );
+    }
 }

@@ -638,46 +638,20 @@ fn push(globals: &Globals, name: &str, args: &[String]) -> ExitCode {
     if parsed.all_tags {
         eprintln!("note: --all-tags: kiln pushes the one name given");
     }
-    let mut kiln = vec!["push".to_string()];
-    if parsed.quiet {
-        kiln.push("--quiet".into());
-    }
-    kiln.push(parsed.name);
-    exec_kiln(globals, kiln)
+    exec_kiln(globals, parsed.kiln_args())
 }
 
 fn pull(globals: &Globals, name: &str, args: &[String]) -> ExitCode {
     let parsed = parse_or_exit!(cli::Pull, name, "[OPTIONS] NAME[:TAG|@DIGEST]", args);
-    let mut kiln = vec!["pull".to_string()];
-    if let Some(platform) = parsed.platform {
-        kiln.extend(["--platform".to_string(), platform]);
-    }
-    if parsed.quiet {
-        kiln.push("--quiet".into());
-    }
-    kiln.push(parsed.name);
-    exec_kiln(globals, kiln)
+    exec_kiln(globals, parsed.kiln_args())
 }
 
 fn login(globals: &Globals, args: &[String]) -> ExitCode {
     let parsed = parse_or_exit!(cli::Login, "login", "[OPTIONS] [SERVER]", args);
-    let mut kiln = vec!["login".to_string()];
-    if let Some(user) = parsed.username {
-        kiln.extend(["--username".to_string(), user]);
-    }
-    if let Some(password) = parsed.password {
-        kiln.extend(["--password".to_string(), password]);
-    }
-    if parsed.password_stdin {
-        kiln.push("--password-stdin".into());
-    }
-    kiln.extend(parsed.server);
-    exec_kiln(globals, kiln)
+    exec_kiln(globals, parsed.kiln_args())
 }
 
 fn logout(globals: &Globals, args: &[String]) -> ExitCode {
     let parsed = parse_or_exit!(cli::Logout, "logout", "[SERVER]", args);
-    let mut kiln = vec!["logout".to_string()];
-    kiln.extend(parsed.server);
-    exec_kiln(globals, kiln)
+    exec_kiln(globals, parsed.kiln_args())
 }
