@@ -121,6 +121,7 @@ fn maven_package_builds_the_image_with_kiln_as_docker() {
         return;
     };
     let project = example("maven");
+    let had_outputs = project.join("target").exists();
     let repo = format!("-Dmaven.repo.local={}", env.path("m2").display());
     let build_dir = format!("-Dbuild.dir={}", env.path("target").display());
     let out = env.tool(
@@ -138,8 +139,9 @@ fn maven_package_builds_the_image_with_kiln_as_docker() {
     let log = succeeded("mvn package", &out);
     assert!(log.contains("BUILD SUCCESS"), "{log}");
     assert!(env.path("target/hello-kiln.jar").is_file());
-    assert!(
-        !project.join("target").exists(),
+    assert_eq!(
+        project.join("target").exists(),
+        had_outputs,
         "outputs stay out of the source tree"
     );
     check_image(&env, "hello-kiln:1.0", "Hello from kiln");
@@ -151,6 +153,7 @@ fn gradle_docker_builds_the_image_with_kiln_as_docker() {
         return;
     };
     let project = example("gradle");
+    let had_outputs = project.join("build").exists();
     let build_dir = format!("-PkilnBuildDir={}", env.path("build").display());
     let home = env.path("gradle-home");
     let cache = env.path("gradle-cache");
@@ -175,8 +178,9 @@ fn gradle_docker_builds_the_image_with_kiln_as_docker() {
         "{log}"
     );
     assert!(env.path("build/docker/hello-kiln.jar").is_file());
-    assert!(
-        !project.join("build").exists(),
+    assert_eq!(
+        project.join("build").exists(),
+        had_outputs,
         "outputs stay out of the source tree"
     );
     check_image(&env, "hello-kiln-gradle:1.0", "Hello from kiln and Gradle");
