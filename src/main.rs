@@ -3,6 +3,7 @@
 
 mod commands;
 mod containers;
+mod docker;
 mod error;
 mod progress;
 
@@ -30,6 +31,9 @@ pub enum Command {
     Parse(commands::parse::ParseArgs),
     /// Resolve a Dockerfile into its stage graph (JSON).
     Plan(commands::plan::PlanArgs),
+    /// Run a docker command line (kiln also answers to the name `docker`).
+    #[command(disable_help_flag = true)]
+    Docker(docker::DockerArgs),
     #[command(flatten)]
     Store(commands::store::StoreCommand),
     /// Run a command in a new container from an image.
@@ -55,11 +59,15 @@ pub enum Command {
 fn main() -> ExitCode {
     // The sandbox re-executes this binary as its helper; that must happen before anything else.
     kiln_runner::helper_main_if_requested();
+    if let Some(code) = docker::main_if_invoked_as_docker() {
+        return code;
+    }
     let cli = parse_args();
     let outcome = match cli.command {
         Command::Build(args) => commands::build::run(&cli.root, *args),
         Command::Parse(args) => commands::parse::run(args),
         Command::Plan(args) => commands::plan::run(args),
+        Command::Docker(args) => docker::run(&cli.root, args),
         Command::Store(command) => commands::store::run(&cli.root, command),
         Command::Run(args) => commands::run::run(&cli.root, *args),
         Command::Ps(args) => {

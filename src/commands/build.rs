@@ -107,6 +107,10 @@ pub struct BuildArgs {
     pub push: bool,
     #[command(flatten)]
     pub buildx_only: BuildxOnly,
+    /// End with the legacy docker builder's `Successfully built ID` / `Successfully tagged
+    /// NAME` lines instead of the image id (set by kiln's docker command line, not a flag).
+    #[arg(skip)]
+    pub classic_summary: bool,
 }
 
 /// `docker buildx build` flags that have no meaning for a daemonless builder: accepted, so that
@@ -357,7 +361,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
             // The image id is the command's result: on stdout unless stdout carries an
             // archive, or JSON lines (where the `result` object says it).
             if !stdout_taken && !mode.uses_stdout() {
-                super::print_stdout(&format!("{}\n", outcome.image_id))?;
+                super::print_stdout(&result_text(&outcome, args.classic_summary))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -367,6 +371,19 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
             Err(err)
         }
     }
+}
+
+/// What a successful build prints on stdout: the image id, or the legacy builder's lines.
+fn result_text(outcome: &BuildOutcome, classic: bool) -> String {
+    if !classic {
+        return format!("{}\n", outcome.image_id);
+    }
+    let hex = outcome.image_id.trim_start_matches("sha256:");
+    let mut text = format!("Successfully built {}\n", &hex[..hex.len().min(12)]);
+    for tag in &outcome.tags {
+        text.push_str(&format!("Successfully tagged {tag}\n"));
+    }
+    text
 }
 
 /// Runs the build, then writes every `--output` of the image it produced, each as a step of

@@ -2,7 +2,7 @@
 //! `history`, `prune` and `fsck`, with docker's names, flags and output.
 
 pub(crate) mod human;
-mod listing;
+pub(crate) mod listing;
 
 use crate::commands::{Access, open_store};
 use crate::error::{CliError, CliResult};
