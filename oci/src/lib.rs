@@ -28,6 +28,7 @@ pub mod gc;
 pub mod image;
 pub mod layer;
 pub mod reference;
+pub mod registry;
 pub mod store;
 
 pub use config::{ContainerConfig, HealthConfig, History, ImageConfig, RootFs};
