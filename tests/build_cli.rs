@@ -493,7 +493,7 @@ fn unsupported_and_bad_flags_exit_2_with_a_reason() {
         (&["--push"], "--push"),
         (&["--platform", foreign], "--platform"),
         (&["--platform", "linux/amd64,linux/arm64"], "multi-platform"),
-        (&["-o", "type=registry"], "registry"),
+        (&["-o", "type=registry"], "--push (type=registry) needs a name"),
         (&["-o", "type=zip,dest=x"], "--output"),
         (&["-o", "type=local"], "dest="),
         (&["--progress", "fancy"], "--progress"),
@@ -504,7 +504,7 @@ fn unsupported_and_bad_flags_exit_2_with_a_reason() {
         (&["--network", "bridge"], "--network"),
         (&["--compression", "lz4"], "--compression"),
         (&["--build-arg", "=x"], "--build-arg"),
-        (&["--pull"], "--pull"),
+        (&["--push"], "needs a name"),
     ];
     for (flags, mentions) in cases {
         let mut args = vec!["build"];

@@ -59,7 +59,7 @@ pub enum Error {
     Dockerfile(String),
     /// A base or `--from` image that is not in the store.
     #[error(
-        "image {0:?} is not in the store; kiln pull is not available yet — import it with kiln import or kiln load"
+        "image {0:?} is not in the store (an image id is never pulled): import it with kiln import or kiln load"
     )]
     ImageNotInStore(String),
     /// A `-t` name that is not a valid reference.

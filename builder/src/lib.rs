@@ -10,6 +10,7 @@ pub mod events;
 pub mod history;
 mod inroot;
 mod path;
+mod pull;
 pub mod request;
 pub mod rootfs;
 mod sandbox;

@@ -62,13 +62,6 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildOutc
             ),
         });
     }
-    if request.pull {
-        return Err(Error::Unsupported {
-            location: "--pull".to_string(),
-            message: "checking for newer base images needs a registry, which kiln cannot reach yet"
-                .to_string(),
-        });
-    }
     // Tags are checked before anything runs: a typo must not cost a whole build.
     let tags = request
         .tags
@@ -108,6 +101,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildOutc
         steps_cached: AtomicUsize::new(0),
         clamp_mtime,
         context: Mutex::new(None),
+        registry: crate::pull::Registry::new(request.registry.clone()),
     };
     let mut built = build_stages(&ctx, &plan)?;
     let mut target = built

@@ -100,6 +100,8 @@ pub struct BuildArgs {
     pub push: bool,
     #[command(flatten)]
     pub buildx_only: BuildxOnly,
+    #[command(flatten)]
+    pub registry: super::registry::RegistryFlags,
 }
 
 /// `docker buildx build` flags that have no meaning for a daemonless builder: accepted, so that
@@ -162,18 +164,12 @@ impl BuildArgs {
                 !self.cache_to.is_empty(),
                 "exporting build cache",
             ),
-            ("--push", self.push, "pushing to a registry"),
         ];
         for (flag, given, what) in unsupported {
             if given {
                 return Err(CliError::Unsupported {
                     message: format!("{flag}: {what} is not supported yet"),
-                    hint: Some(match flag {
-                        "--push" => {
-                            "build into the store, then send the image with `kiln save`".into()
-                        }
-                        _ => format!("build without {flag}"),
-                    }),
+                    hint: Some(format!("build without {flag}")),
                 });
             }
         }
@@ -264,11 +260,14 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
     // Everything the command line can refuse is refused before the context is read.
     args.refuse_unsupported()?;
     let platform = args.platform()?;
-    let outputs = args
+    let mut outputs = args
         .outputs
         .iter()
         .map(|spec| Output::parse(spec))
         .collect::<CliResult<Vec<_>>>()?;
+    if args.push {
+        outputs.push(Output::Registry { names: Vec::new() });
+    }
     output::check_all(&outputs)?;
     let mode = Mode::select(&args.progress, args.quiet, std::io::stderr().is_terminal())?;
     let stdout_taken = outputs.iter().any(Output::writes_stdout);
@@ -280,6 +279,8 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         });
     }
     let tags = tags(&args, &outputs)?;
+    output::check_push(&outputs, &tags)?;
+    let registry = args.registry.config()?;
     let compression = Compression::parse(&args.compression).map_err(|e| CliError::Usage {
         message: format!("--compression: {e}"),
         hint: None,
@@ -311,6 +312,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         pull: args.pull,
+        registry: registry.clone(),
         network,
         compression,
         secrets,
@@ -318,7 +320,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
     };
 
     let progress = Progress::new(mode.display());
-    let finished = build_and_export(&store, &request, &tags, &outputs, &progress).and_then(
+    let finished = build_and_export(&store, &request, &tags, &outputs, &progress, &registry).and_then(
         |(outcome, image)| {
             if let Some(path) = &args.iidfile {
                 output::write_file_atomically(path, |out| {
@@ -362,6 +364,7 @@ fn build_and_export(
     tags: &[Reference],
     outputs: &[Output],
     progress: &Progress,
+    registry: &kiln_oci::registry::RegistryConfig,
 ) -> CliResult<(BuildOutcome, Image)> {
     let outcome = kiln_builder::build(request, progress as &dyn EventSink)?;
     let image = store.find_image(&outcome.image_id)?;
@@ -374,6 +377,12 @@ fn build_and_export(
     })?;
     for output in outputs {
         if let Output::Image { .. } = output {
+            continue;
+        }
+        if let Output::Registry { names } = output {
+            progress.step(output.title()).run(|step| {
+                super::registry::push_output(store, &image, names, tags, registry, step)
+            })?;
             continue;
         }
         progress
