@@ -565,7 +565,7 @@ impl Client {
         let token = oci
             .auth(target, &auth, operation)
             .await
-            .map_err(|e| map_oci(&host, &format!("{host} authentication"), e))?;
+            .map_err(|e| map_oci(&host, "authentication", e))?;
         let authz = match (token, auth) {
             (Some(token), _) => Authz::Bearer(token),
             (None, RegistryAuth::Basic(user, password)) => Authz::Basic(user, password),

@@ -36,6 +36,9 @@ pub fn server_key(registry: &str) -> String {
 /// Username and password (or identity token, with an empty username) for `registry`, if the
 /// docker config has any.
 pub fn lookup(registry: &str) -> Result<Option<(String, String)>> {
+    if !docker_config_path().is_some_and(|p| p.exists()) {
+        return Ok(None);
+    }
     let key = server_key(registry);
     let mut keys = vec![key.clone()];
     if key != DOCKER_HUB_KEY {

@@ -78,8 +78,8 @@ impl RegistryError {
             RegistryError::Unauthorized { registry, .. } => {
                 Some(format!("log in with `kiln login {registry}`"))
             }
-            RegistryError::Connection { registry, message }
-                if message.contains("http") || message.contains("tls") =>
+            // Spoken to over HTTPS and the connection failed: perhaps it has no TLS.
+            RegistryError::Connection { registry, message } if message.contains("https://") =>
             {
                 Some(format!(
                     "a registry without TLS needs --insecure-registry {registry} \

@@ -97,10 +97,35 @@ async fn pull_from(
     };
     let parsed: ImageManifest =
         serde_json::from_slice(&manifest.bytes).map_err(|e| invalid(full, e))?;
-    let mut blobs = vec![(
+    // The config first: a single-platform image is checked against an explicit --platform
+    // before its layers are fetched.
+    let config = (
         Digest::from_oci(parsed.config().digest())?,
         parsed.config().size(),
-    )];
+    );
+    client
+        .fetch_blobs(full, host, std::slice::from_ref(&config), store, progress)
+        .await?;
+    if wanted.explicit {
+        let bytes = store.read_blob(&config.0, Some(config.1))?;
+        let image: crate::config::ImageConfig = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::json(format!("image config {}", config.0), e))?;
+        let found = Wanted {
+            os: image.os.clone(),
+            architecture: image.architecture.clone(),
+            variant: image.variant.clone(),
+            explicit: true,
+        };
+        if !wanted.matches(&found.os, &found.architecture, found.variant.as_deref()) {
+            return Err(RegistryError::NoMatchingPlatform {
+                reference: full.to_string(),
+                wanted: wanted.to_string(),
+                available: found.to_string(),
+            }
+            .into());
+        }
+    }
+    let mut blobs = vec![config];
     for layer in parsed.layers() {
         blobs.push((Digest::from_oci(layer.digest())?, layer.size()));
     }
@@ -148,8 +173,19 @@ fn invalid(reference: &Reference, e: serde_json::Error) -> Error {
 struct Wanted {
     os: String,
     architecture: String,
-    /// Only matched when asked for explicitly.
     variant: Option<String>,
+    /// Given with --platform (not the machine's own).
+    explicit: bool,
+}
+
+impl std::fmt::Display for Wanted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
 }
 
 impl Wanted {
@@ -159,6 +195,7 @@ impl Wanted {
                 os: "linux".into(),
                 architecture: host_platform().0.into(),
                 variant: None,
+                explicit: false,
             });
         };
         let parts: Vec<&str> = spec.split('/').collect();
@@ -167,6 +204,7 @@ impl Wanted {
                 os: os.to_string(),
                 architecture: arch.to_string(),
                 variant: parts.get(2).map(|v| v.to_string()),
+                explicit: true,
             }),
             _ => Err(Error::Unsupported(format!(
                 "invalid platform {spec:?}: write os/arch[/variant], as linux/arm64/v8"
@@ -174,12 +212,21 @@ impl Wanted {
         }
     }
 
+    /// A variant is only compared when one was asked for.
+    fn matches(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
+        os == self.os
+            && architecture == self.architecture
+            && (self.variant.is_none() || variant == self.variant.as_deref())
+    }
+
     fn choose(&self, reference: &Reference, index: &ImageIndex) -> Result<Descriptor> {
         let found = index.manifests().iter().find(|d| {
             d.platform().as_ref().is_some_and(|p| {
-                p.os().to_string() == self.os
-                    && p.architecture().to_string() == self.architecture
-                    && (self.variant.is_none() || p.variant().as_deref() == self.variant.as_deref())
+                self.matches(
+                    &p.os().to_string(),
+                    &p.architecture().to_string(),
+                    p.variant().as_deref(),
+                )
             })
         });
         if let Some(found) = found {
@@ -191,22 +238,18 @@ impl Wanted {
             .filter_map(|d| d.platform().as_ref())
             .filter(|p| p.os().to_string() != "unknown")
             .map(|p| {
-                let mut name = format!("{}/{}", p.os(), p.architecture());
-                if let Some(v) = p.variant() {
-                    name.push('/');
-                    name.push_str(v);
+                Wanted {
+                    os: p.os().to_string(),
+                    architecture: p.architecture().to_string(),
+                    variant: p.variant().clone(),
+                    explicit: true,
                 }
-                name
+                .to_string()
             })
             .collect();
-        let mut wanted = format!("{}/{}", self.os, self.architecture);
-        if let Some(v) = &self.variant {
-            wanted.push('/');
-            wanted.push_str(v);
-        }
         Err(RegistryError::NoMatchingPlatform {
             reference: reference.to_string(),
-            wanted,
+            wanted: self.to_string(),
             available: if available.is_empty() {
                 "no platforms listed".into()
             } else {

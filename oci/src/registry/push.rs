@@ -9,10 +9,12 @@ use crate::image::Image;
 use crate::reference::Reference;
 use crate::store::Store;
 use futures_util::{StreamExt, TryStreamExt};
+use std::collections::HashMap;
 
 /// Pushes `image` to `target` (a name with a tag; `latest` when it has none) and returns the
 /// manifest's digest. Blobs the registry has are skipped; blobs that another repository of the
-/// same registry has (one the image is tagged from) are mounted rather than uploaded.
+/// same registry has (one an image in the store is tagged from) are mounted rather than
+/// uploaded.
 pub fn push(
     client: &Client,
     store: &Store,
@@ -28,22 +30,15 @@ pub fn push(
         .into());
     }
     let full = target.normalized();
-    let mount_from: Vec<String> = image
-        .tags
-        .iter()
-        .filter_map(|t| Reference::parse(t).ok())
-        .map(|t| t.normalized())
-        .filter(|t| t.registry() == full.registry() && t.repository() != full.repository())
-        .map(|t| t.repository())
-        .collect();
     let mut blobs: Vec<Digest> = image.layers()?.into_iter().map(|l| l.digest).collect();
     blobs.push(image.id.clone());
+    let sources = mount_sources(store, &full)?;
+    let no_sources = Vec::new();
     client.block_on(async {
-        futures_util::stream::iter(
-            blobs
-                .iter()
-                .map(|digest| client.push_blob_async(&full, store, digest, &mount_from, progress)),
-        )
+        futures_util::stream::iter(blobs.iter().map(|digest| {
+            let mount_from = sources.get(digest).unwrap_or(&no_sources);
+            client.push_blob_async(&full, store, digest, mount_from, progress)
+        }))
         .buffered(3)
         .try_collect::<Vec<_>>()
         .await
@@ -56,4 +51,31 @@ pub fn push(
         .map(|m| m.to_string())
         .unwrap_or_else(|| MANIFEST_TYPES[1].to_string());
     client.put_manifest(&full, &bytes, &media_type)
+}
+
+/// For each blob, the other repositories of `target`'s registry that images in the store are
+/// tagged from (and so, having been pulled from or pushed there, likely hold it).
+fn mount_sources(store: &Store, target: &Reference) -> Result<HashMap<Digest, Vec<String>>> {
+    let mut sources: HashMap<Digest, Vec<String>> = HashMap::new();
+    for summary in store.list_images()? {
+        let Some(tag) = summary.tag else { continue };
+        let Ok(tag) = Reference::parse(&tag).map(|t| t.normalized()) else {
+            continue;
+        };
+        if tag.registry() != target.registry() || tag.repository() == target.repository() {
+            continue;
+        }
+        let Ok(image) = store.find_image(&tag.to_string()) else {
+            continue;
+        };
+        let mut digests: Vec<Digest> = image.layers()?.into_iter().map(|l| l.digest).collect();
+        digests.push(image.id.clone());
+        for digest in digests {
+            let repos = sources.entry(digest).or_default();
+            if !repos.contains(&tag.repository()) {
+                repos.push(tag.repository());
+            }
+        }
+    }
+    Ok(sources)
 }
