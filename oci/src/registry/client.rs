@@ -296,7 +296,13 @@ impl Client {
         let mut writer = store.blob_writer()?;
         let mut stream = sized.stream;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| bad(format!("the download failed: {}", chain(&e))))?;
+            let chunk = chunk.map_err(|e| {
+                bad(format!(
+                    "the download failed after {} of its {size} bytes: {}",
+                    writer.len(),
+                    chain(&e)
+                ))
+            })?;
             if writer.len() + chunk.len() as u64 > size {
                 return Err(bad(format!("it is longer than the {size} bytes its descriptor says"))
                     .into());
@@ -758,6 +764,23 @@ fn map_oci(registry: &str, what: &str, error: OciDistributionError) -> RegistryE
                     status: 400,
                     message: text,
                 }
+            }
+        }
+        OciDistributionError::RequestError(ref e) if e.status().is_some() => {
+            let status = e.status().map_or(0, |s| s.as_u16());
+            match status {
+                401 | 403 => RegistryError::Unauthorized {
+                    registry: registry.to_string(),
+                    message: format!("{what}: {}", chain(&error)),
+                },
+                404 => RegistryError::NotFound {
+                    what: what.to_string(),
+                },
+                _ => RegistryError::Status {
+                    what: what.to_string(),
+                    status,
+                    message: chain(&error),
+                },
             }
         }
         OciDistributionError::DigestError(_) => RegistryError::BadContent {
