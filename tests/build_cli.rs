@@ -493,7 +493,10 @@ fn unsupported_and_bad_flags_exit_2_with_a_reason() {
         (&["--push"], "--push"),
         (&["--platform", foreign], "--platform"),
         (&["--platform", "linux/amd64,linux/arm64"], "multi-platform"),
-        (&["-o", "type=registry"], "--push (type=registry) needs a name"),
+        (
+            &["-o", "type=registry"],
+            "--push (type=registry) needs a name",
+        ),
         (&["-o", "type=zip,dest=x"], "--output"),
         (&["-o", "type=local"], "dest="),
         (&["--progress", "fancy"], "--progress"),

@@ -241,7 +241,10 @@ fn push_gives_the_registry_the_store_s_exact_bytes() {
     let name = format!("{}/x:1", registry.host());
     env.import("a", &name);
     let out = env.ok("a", &["push", &name]);
-    assert!(out.contains(&format!("The push refers to repository [{}/x]", registry.host())));
+    assert!(out.contains(&format!(
+        "The push refers to repository [{}/x]",
+        registry.host()
+    )));
     assert!(out.contains(": Pushed"), "{out}");
     let digest = pushed_digest(&out);
     let image = env.inspect("a", &name);
@@ -258,7 +261,11 @@ fn push_gives_the_registry_the_store_s_exact_bytes() {
     assert_eq!(index["manifests"][0]["digest"], digest.as_str());
     let manifest_bytes =
         std::fs::read(layout.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap();
-    assert_eq!(manifest_bytes, env.blob("a", &digest), "manifest bytes differ");
+    assert_eq!(
+        manifest_bytes,
+        env.blob("a", &digest),
+        "manifest bytes differ"
+    );
     let manifest = json(&manifest_bytes);
     assert_eq!(manifest["config"]["digest"], image["Id"]);
     let mut blobs = vec![manifest["config"]["digest"].as_str().unwrap().to_string()];
@@ -297,7 +304,14 @@ fn pull_fetches_what_skopeo_pushed_and_only_what_is_missing() {
     let archive = env.path("base.tar");
     env.ok(
         "a",
-        &["save", "--format", "oci", "-o", archive.to_str().unwrap(), "base:1"],
+        &[
+            "save",
+            "--format",
+            "oci",
+            "-o",
+            archive.to_str().unwrap(),
+            "base:1",
+        ],
     );
     let name = format!("{}/base:1", registry.host());
     skopeo(&[
@@ -347,10 +361,17 @@ fn pull_fetches_what_skopeo_pushed_and_only_what_is_missing() {
     );
     let metadata = json(&std::fs::read(&metadata).unwrap());
     let remote = skopeo(&["inspect", "--tls-verify=false", &format!("docker://{app}")]);
-    assert_eq!(json(remote.as_bytes())["Digest"], metadata["containerimage.digest"]);
+    assert_eq!(
+        json(remote.as_bytes())["Digest"],
+        metadata["containerimage.digest"]
+    );
     let out = env.ok("b", &["pull", &app]);
     assert!(out.contains("Already exists"), "{out}");
-    assert_eq!(out.matches("Pull complete").count(), 1, "only the config: {out}");
+    assert_eq!(
+        out.matches("Pull complete").count(),
+        1,
+        "only the config: {out}"
+    );
     assert_eq!(env.inspect("b", &app)["Config"]["Labels"]["built"], "yes");
 }
 
@@ -361,7 +382,14 @@ fn multi_platform_layout(env: &Env, dir: &Path, other_arch: &str) -> (String, St
     let archive = env.path("base.tar");
     env.ok(
         "a",
-        &["save", "--format", "oci", "-o", archive.to_str().unwrap(), "base:1"],
+        &[
+            "save",
+            "--format",
+            "oci",
+            "-o",
+            archive.to_str().unwrap(),
+            "base:1",
+        ],
     );
     std::fs::create_dir_all(dir).unwrap();
     let status = Command::new("tar")
@@ -453,7 +481,10 @@ fn a_multi_platform_image_is_pulled_for_the_platform_asked() {
     assert_eq!(image["Architecture"], native_arch());
     assert_eq!(image["Descriptor"]["digest"], native.as_str());
 
-    env.ok("c", &["pull", "--platform", &format!("linux/{other_arch}"), &name]);
+    env.ok(
+        "c",
+        &["pull", "--platform", &format!("linux/{other_arch}"), &name],
+    );
     let image = env.inspect("c", &name);
     assert_eq!(image["Architecture"], other_arch);
     assert_eq!(image["Descriptor"]["digest"], other.as_str());
@@ -461,7 +492,8 @@ fn a_multi_platform_image_is_pulled_for_the_platform_asked() {
     let err = env.fails("d", &["pull", "--platform", "linux/mips64le", &name]);
     assert!(err.contains("no image for linux/mips64le"), "{err}");
     assert!(
-        err.contains(&format!("linux/{}", native_arch())) && err.contains(&format!("linux/{other_arch}")),
+        err.contains(&format!("linux/{}", native_arch()))
+            && err.contains(&format!("linux/{other_arch}")),
         "{err}"
     );
     assert!(err.contains("hint: "), "{err}");
@@ -480,15 +512,33 @@ fn login_and_logout_with_basic_auth() {
 
     let err = env.fails("a", &["push", &name]);
     assert!(err.contains("authentication"), "{err}");
-    assert!(err.contains(&format!("hint: log in with `kiln login {host}`")), "{err}");
+    assert!(
+        err.contains(&format!("hint: log in with `kiln login {host}`")),
+        "{err}"
+    );
 
-    let wrong = env.kiln("a", &["login", "-u", "user", "--password-stdin", &host], Some("nope\n"));
+    let wrong = env.kiln(
+        "a",
+        &["login", "-u", "user", "--password-stdin", &host],
+        Some("nope\n"),
+    );
     assert_eq!(wrong.status.code(), Some(1));
-    assert!(!env.docker_config().exists(), "refused credentials are not saved");
+    assert!(
+        !env.docker_config().exists(),
+        "refused credentials are not saved"
+    );
 
-    let login = env.kiln("a", &["login", "-u", "user", "--password-stdin", &host], Some("secret\n"));
+    let login = env.kiln(
+        "a",
+        &["login", "-u", "user", "--password-stdin", &host],
+        Some("secret\n"),
+    );
     let stdout = String::from_utf8_lossy(&login.stdout);
-    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
     assert_eq!(stdout, "Login Succeeded\n");
     let config = json(&std::fs::read(env.docker_config()).unwrap());
     // base64("user:secret")
@@ -502,7 +552,10 @@ fn login_and_logout_with_basic_auth() {
     assert_eq!(out, format!("Removing login credentials for {host}\n"));
     let config = json(&std::fs::read(env.docker_config()).unwrap());
     assert!(config["auths"].get(&host).is_none(), "{config}");
-    assert_eq!(env.ok("a", &["logout", &host]), format!("Not logged in to {host}\n"));
+    assert_eq!(
+        env.ok("a", &["logout", &host]),
+        format!("Not logged in to {host}\n")
+    );
     env.fails("c", &["pull", &name]);
 }
 
@@ -517,7 +570,10 @@ fn a_tampered_blob_is_refused_and_nothing_is_stored() {
     env.ok("a", &["push", &name]);
     let digest = env.inspect("a", &name)["Descriptor"]["digest"].clone();
     let manifest = json(&env.blob("a", digest.as_str().unwrap()));
-    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let file = registry.blob_file(&layer);
     let mut bytes = std::fs::read(&file).unwrap();
     let middle = bytes.len() / 2;
@@ -550,7 +606,11 @@ fn hostile_server(answer: fn(&str, u16) -> Vec<u8>) -> u16 {
                     break;
                 }
             }
-            let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .to_string();
             let _ = stream.write_all(&answer(&path, port));
             let _ = stream.flush();
         }
@@ -574,7 +634,10 @@ fn hostile(path: &str, port: u16) -> Vec<u8> {
         response(
             "200 OK",
             &[
-                ("Content-Type", "application/vnd.oci.image.manifest.v1+json".into()),
+                (
+                    "Content-Type",
+                    "application/vnd.oci.image.manifest.v1+json".into(),
+                ),
                 ("Content-Length", body.len().to_string()),
             ],
             body,
@@ -587,7 +650,10 @@ fn hostile(path: &str, port: u16) -> Vec<u8> {
         "/v2/loop/manifests/1" => response(
             "302 Found",
             &[
-                ("Location", format!("http://127.0.0.1:{port}/v2/loop/manifests/1")),
+                (
+                    "Location",
+                    format!("http://127.0.0.1:{port}/v2/loop/manifests/1"),
+                ),
                 ("Content-Length", "0".into()),
             ],
             b"",
@@ -608,11 +674,9 @@ fn hostile(path: &str, port: u16) -> Vec<u8> {
             ok(&serde_json::to_vec(&manifest).unwrap())
         }
         // 1000 bytes promised, 500 sent.
-        p if p.starts_with("/v2/short/blobs/") => response(
-            "200 OK",
-            &[("Content-Length", "1000".into())],
-            &[b'x'; 500],
-        ),
+        p if p.starts_with("/v2/short/blobs/") => {
+            response("200 OK", &[("Content-Length", "1000".into())], &[b'x'; 500])
+        }
         _ => response("404 Not Found", &[("Content-Length", "0".into())], b""),
     }
 }

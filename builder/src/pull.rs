@@ -79,7 +79,10 @@ impl BuildCtx<'_> {
         });
         match (pulled, local) {
             (Ok(pulled), _) => {
-                vertex.log(Stream::Stdout, format!("resolved {full} to {}", pulled.digest));
+                vertex.log(
+                    Stream::Stdout,
+                    format!("resolved {full} to {}", pulled.digest),
+                );
                 vertex.done();
                 self.registry
                     .pulled

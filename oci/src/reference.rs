@@ -315,14 +315,49 @@ mod tests {
     fn normalises_as_docker_does() {
         let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         for (input, full, registry, repository) in [
-            ("alpine", "docker.io/library/alpine:latest", "docker.io", "library/alpine"),
-            ("alpine:3", "docker.io/library/alpine:3", "docker.io", "library/alpine"),
-            ("team/app", "docker.io/team/app:latest", "docker.io", "team/app"),
-            ("docker.io/alpine", "docker.io/library/alpine:latest", "docker.io", "library/alpine"),
-            ("index.docker.io/library/alpine:1", "docker.io/library/alpine:1", "docker.io", "library/alpine"),
-            ("localhost:5000/x", "localhost:5000/x:latest", "localhost:5000", "x"),
+            (
+                "alpine",
+                "docker.io/library/alpine:latest",
+                "docker.io",
+                "library/alpine",
+            ),
+            (
+                "alpine:3",
+                "docker.io/library/alpine:3",
+                "docker.io",
+                "library/alpine",
+            ),
+            (
+                "team/app",
+                "docker.io/team/app:latest",
+                "docker.io",
+                "team/app",
+            ),
+            (
+                "docker.io/alpine",
+                "docker.io/library/alpine:latest",
+                "docker.io",
+                "library/alpine",
+            ),
+            (
+                "index.docker.io/library/alpine:1",
+                "docker.io/library/alpine:1",
+                "docker.io",
+                "library/alpine",
+            ),
+            (
+                "localhost:5000/x",
+                "localhost:5000/x:latest",
+                "localhost:5000",
+                "x",
+            ),
             ("localhost/x:2", "localhost/x:2", "localhost", "x"),
-            ("127.0.0.1:5000/a/b:1", "127.0.0.1:5000/a/b:1", "127.0.0.1:5000", "a/b"),
+            (
+                "127.0.0.1:5000/a/b:1",
+                "127.0.0.1:5000/a/b:1",
+                "127.0.0.1:5000",
+                "a/b",
+            ),
             ("[::1]:5000/x", "[::1]:5000/x:latest", "[::1]:5000", "x"),
             ("ghcr.io/o/r", "ghcr.io/o/r:latest", "ghcr.io", "o/r"),
         ] {

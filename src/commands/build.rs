@@ -320,8 +320,8 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
     };
 
     let progress = Progress::new(mode.display());
-    let finished = build_and_export(&store, &request, &tags, &outputs, &progress, &registry).and_then(
-        |(outcome, image)| {
+    let finished = build_and_export(&store, &request, &tags, &outputs, &progress, &registry)
+        .and_then(|(outcome, image)| {
             if let Some(path) = &args.iidfile {
                 output::write_file_atomically(path, |out| {
                     out.write_all(outcome.image_id.as_bytes())
@@ -336,8 +336,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
                 })?;
             }
             Ok(outcome)
-        },
-    );
+        });
     drop(context);
     match finished {
         Ok(outcome) => {

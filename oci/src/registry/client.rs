@@ -123,7 +123,8 @@ impl Client {
 
     /// Whether the repository of `reference` has the blob `digest` (`HEAD`).
     pub fn blob_exists(&self, reference: &Reference, digest: &Digest) -> Result<bool> {
-        self.runtime.block_on(self.blob_exists_async(reference, digest))
+        self.runtime
+            .block_on(self.blob_exists_async(reference, digest))
     }
 
     /// Downloads a blob into `store`, verified against `digest` and `size` before it is
@@ -304,8 +305,10 @@ impl Client {
                 ))
             })?;
             if writer.len() + chunk.len() as u64 > size {
-                return Err(bad(format!("it is longer than the {size} bytes its descriptor says"))
-                    .into());
+                return Err(bad(format!(
+                    "it is longer than the {size} bytes its descriptor says"
+                ))
+                .into());
             }
             writer
                 .write_all(&chunk)
@@ -387,7 +390,11 @@ impl Client {
                 repository.clone(),
                 "latest".into(),
             );
-            if oci.mount_blob(&target, &source, digest.as_str()).await.is_ok() {
+            if oci
+                .mount_blob(&target, &source, digest.as_str())
+                .await
+                .is_ok()
+            {
                 progress.finished(digest, BlobStatus::Mounted);
                 return Ok(BlobStatus::Mounted);
             }
@@ -397,7 +404,11 @@ impl Client {
         let size = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         progress.started(digest, size);
         let mut done = 0u64;
-        let chunks = Chunks { file, path: path.clone() }.map(move |chunk| {
+        let chunks = Chunks {
+            file,
+            path: path.clone(),
+        }
+        .map(move |chunk| {
             let chunk = chunk?;
             done += chunk.len() as u64;
             Ok::<_, OciDistributionError>((chunk, done))
@@ -433,7 +444,12 @@ impl Client {
         Ok(BlobStatus::Pushed)
     }
 
-    async fn check_login_async(&self, registry: &str, username: &str, password: &str) -> Result<()> {
+    async fn check_login_async(
+        &self,
+        registry: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<()> {
         let scheme = self.scheme(registry);
         let host = api_host(registry);
         let url = format!("{scheme}://{host}/v2/");
@@ -642,10 +658,7 @@ async fn send(
     registry: &str,
     what: &str,
 ) -> Result<reqwest::Response> {
-    let response = request
-        .send()
-        .await
-        .map_err(|e| connection(registry, &e))?;
+    let response = request.send().await.map_err(|e| connection(registry, &e))?;
     let status = response.status();
     if status.is_success() {
         return Ok(response);
@@ -750,11 +763,11 @@ fn map_oci(registry: &str, what: &str, error: OciDistributionError) -> RegistryE
                     registry: registry.to_string(),
                     message: text,
                 }
-            } else if envelope
-                .errors
-                .iter()
-                .any(|e| format!("{:?}", e.code).to_ascii_lowercase().contains("unknown"))
-            {
+            } else if envelope.errors.iter().any(|e| {
+                format!("{:?}", e.code)
+                    .to_ascii_lowercase()
+                    .contains("unknown")
+            }) {
                 RegistryError::NotFound {
                     what: what.to_string(),
                 }

@@ -128,7 +128,12 @@ mod tests {
     #[test]
     fn loopback_is_plain_http_others_only_when_listed() {
         let mut config = RegistryConfig::default();
-        for r in ["localhost", "localhost:5000", "127.0.0.1:8080", "[::1]:5000"] {
+        for r in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:8080",
+            "[::1]:5000",
+        ] {
             assert!(config.is_insecure(r), "{r}");
         }
         assert!(!config.is_insecure("registry.lan:5000"));

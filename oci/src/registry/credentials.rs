@@ -125,7 +125,11 @@ fn helper_for(config: &Map<String, Value>, key: &str) -> Option<String> {
 
 fn run_helper(helper: &str, action: &str, input: &str) -> Result<()> {
     let program = format!("docker-credential-{helper}");
-    let failed = |why: String| Error::from(RegistryError::Credentials(format!("{program} {action}: {why}")));
+    let failed = |why: String| {
+        Error::from(RegistryError::Credentials(format!(
+            "{program} {action}: {why}"
+        )))
+    };
     let mut child = Command::new(&program)
         .arg(action)
         .stdin(Stdio::piped())
@@ -138,7 +142,9 @@ fn run_helper(helper: &str, action: &str, input: &str) -> Result<()> {
             .write_all(input.as_bytes())
             .map_err(|e| failed(e.to_string()))?;
     }
-    let out = child.wait_with_output().map_err(|e| failed(e.to_string()))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| failed(e.to_string()))?;
     if out.status.success() {
         Ok(())
     } else {
@@ -200,10 +206,9 @@ mod tests {
 
     #[test]
     fn helper_per_registry_wins_over_the_store() {
-        let config: Map<String, Value> = serde_json::from_str(
-            r#"{"credsStore":"pass","credHelpers":{"gcr.io":"gcloud"}}"#,
-        )
-        .unwrap();
+        let config: Map<String, Value> =
+            serde_json::from_str(r#"{"credsStore":"pass","credHelpers":{"gcr.io":"gcloud"}}"#)
+                .unwrap();
         assert_eq!(helper_for(&config, "gcr.io").as_deref(), Some("gcloud"));
         assert_eq!(helper_for(&config, "x.lan").as_deref(), Some("pass"));
         assert_eq!(helper_for(&Map::new(), "x.lan"), None);

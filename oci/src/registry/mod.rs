@@ -79,8 +79,7 @@ impl RegistryError {
                 Some(format!("log in with `kiln login {registry}`"))
             }
             // Spoken to over HTTPS and the connection failed: perhaps it has no TLS.
-            RegistryError::Connection { registry, message } if message.contains("https://") =>
-            {
+            RegistryError::Connection { registry, message } if message.contains("https://") => {
                 Some(format!(
                     "a registry without TLS needs --insecure-registry {registry} \
                      (or \"insecure-registries\" in kiln's config.json)"

@@ -286,9 +286,13 @@ mod tests {
     #[test]
     fn chooses_the_platform_asked_for() {
         let r = Reference::parse("x").unwrap();
-        let arm = Wanted::parse(Some("linux/arm64")).unwrap().choose(&r, &index());
+        let arm = Wanted::parse(Some("linux/arm64"))
+            .unwrap()
+            .choose(&r, &index());
         assert_eq!(arm.unwrap().size(), 2);
-        let v8 = Wanted::parse(Some("linux/arm64/v8")).unwrap().choose(&r, &index());
+        let v8 = Wanted::parse(Some("linux/arm64/v8"))
+            .unwrap()
+            .choose(&r, &index());
         assert_eq!(v8.unwrap().size(), 2);
         let err = Wanted::parse(Some("linux/s390x"))
             .unwrap()

@@ -307,7 +307,9 @@ pub fn check_push(outputs: &[Output], tags: &[Reference]) -> CliResult<()> {
     if unnamed && tags.is_empty() {
         return Err(CliError::Usage {
             message: "--push (type=registry) needs a name to push to".into(),
-            hint: Some("add -t REGISTRY/NAME:TAG, or -o type=registry,name=REGISTRY/NAME:TAG".into()),
+            hint: Some(
+                "add -t REGISTRY/NAME:TAG, or -o type=registry,name=REGISTRY/NAME:TAG".into(),
+            ),
         });
     }
     Ok(())

@@ -63,18 +63,31 @@ fn bad_specs_are_usage_errors() {
 
 #[test]
 fn registry_outputs_push_their_names() {
+    let parse = |s: &str| Output::parse(s).unwrap_or_else(|e| panic!("{s}: {}", e.render()));
     let app = Reference::parse("localhost:5000/app:1").unwrap();
     for spec in [
         "type=registry,name=localhost:5000/app:1",
         "type=image,name=localhost:5000/app:1,push=true",
     ] {
         let output = parse(spec);
-        assert_eq!(output, Output::Registry { names: vec![app.clone()] }, "{spec}");
+        assert_eq!(
+            output,
+            Output::Registry {
+                names: vec![app.clone()]
+            },
+            "{spec}"
+        );
         assert_eq!(output.image_names(), std::slice::from_ref(&app));
     }
-    assert_eq!(parse("type=image,push=false"), Output::Image { names: vec![] });
+    assert_eq!(
+        parse("type=image,push=false"),
+        Output::Image { names: vec![] }
+    );
     let unnamed = [parse("type=registry")];
-    assert!(matches!(check_push(&unnamed, &[]), Err(CliError::Usage { .. })));
+    assert!(matches!(
+        check_push(&unnamed, &[]),
+        Err(CliError::Usage { .. })
+    ));
     assert!(check_push(&unnamed, std::slice::from_ref(&app)).is_ok());
 }
 
