@@ -56,6 +56,10 @@ impl RegistryConfig {
             self.add_insecure(&host);
         }
         for mirror in other.registry_mirrors {
+            // A mirror written as http://… is spoken to over plain HTTP.
+            if mirror.starts_with("http://") {
+                self.add_insecure(&mirror);
+            }
             if !self.registry_mirrors.contains(&mirror) {
                 self.registry_mirrors.push(mirror);
             }
@@ -162,6 +166,13 @@ mod tests {
         });
         assert_eq!(config.insecure_registries, ["a:5000", "b"]);
         assert_eq!(config.mirror_hosts(), ["m.lan"]);
+        assert!(!config.is_insecure("m.lan"));
+        config.merge(RegistryConfig {
+            insecure_registries: vec![],
+            registry_mirrors: vec!["http://plain.lan:5000".into()],
+        });
+        assert_eq!(config.mirror_hosts(), ["m.lan", "plain.lan:5000"]);
+        assert!(config.is_insecure("plain.lan:5000"));
         std::fs::write(&path, "{").unwrap();
         assert!(RegistryConfig::read(&path).is_err());
     }
