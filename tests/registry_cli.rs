@@ -373,6 +373,60 @@ fn pull_fetches_what_skopeo_pushed_and_only_what_is_missing() {
         "only the config: {out}"
     );
     assert_eq!(env.inspect("b", &app)["Config"]["Labels"]["built"], "yes");
+
+    // The base moves on in the registry; store "b" still has the old one. A build uses the
+    // store's, unless --pull asks the registry.
+    env.ok("c", &["tag", &app, &name]);
+    env.ok("c", &["push", &name]);
+    std::fs::write(
+        env.path("ctx/Dockerfile"),
+        format!("FROM {name}\nENV B=2\n"),
+    )
+    .unwrap();
+    let ctx = env.path("ctx");
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "-q"];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        let id = env.ok("b", &args).trim().to_string();
+        env.inspect("b", &id)["Config"]["Labels"]["built"].clone()
+    };
+    assert_eq!(build(&[]), serde_json::Value::Null);
+    assert_eq!(build(&["--pull"]), "yes");
+}
+
+#[test]
+fn docker_hub_names_are_pulled_through_a_mirror() {
+    let Some(env) = Env::new() else { return };
+    let Some(mirror) = Registry::start(false) else {
+        return;
+    };
+    // The mirror holds library/alpine, as a pull-through cache of Docker Hub would.
+    let on_mirror = format!("{}/library/alpine:latest", mirror.host());
+    env.import("a", &on_mirror);
+    env.ok("a", &["push", &on_mirror]);
+    std::fs::write(
+        env.path("kiln-config.json"),
+        format!(r#"{{"registry-mirrors": ["http://{}"]}}"#, mirror.host()),
+    )
+    .unwrap();
+
+    let out = env.ok("b", &["pull", "alpine"]);
+    assert!(out.starts_with("Using default tag: latest\n"), "{out}");
+    assert!(
+        out.ends_with("\ndocker.io/library/alpine:latest\n"),
+        "{out}"
+    );
+    let id = env.inspect("a", &on_mirror)["Id"].clone();
+    // Tagged under the full name, found by the short one as well.
+    assert_eq!(
+        env.inspect("b", "docker.io/library/alpine:latest")["Id"],
+        id
+    );
+    assert_eq!(env.inspect("b", "alpine")["Id"], id);
+    assert_eq!(env.inspect("b", "library/alpine:latest")["Id"], id);
+    let images = env.ok("b", &["images"]);
+    assert!(images.contains("docker.io/library/alpine"), "{images}");
 }
 
 /// An OCI layout at `dir` whose tag `multi` is an index of the busybox image for this machine
