@@ -811,6 +811,147 @@ fn map_oci(registry: &str, what: &str, error: OciDistributionError) -> RegistryE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::NoProgress;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+
+    const BLOB: &[u8] = b"layer bytes";
+    const MANIFEST: &[u8] =
+        br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#;
+
+    /// A registry that answers from a table, on a free loopback port; returns `host:port`.
+    fn serve() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                let _ = reader.read_line(&mut request);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut words = request.split_whitespace();
+                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                let good = Digest::of(BLOB);
+                let (status, headers, body): (&str, String, Vec<u8>) = match path {
+                    "/v2/" => ("200 OK", String::new(), b"{}".to_vec()),
+                    "/v2/r/manifests/ok" => (
+                        "200 OK",
+                        format!(
+                            "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+                         Docker-Content-Digest: {}\r\n",
+                            Digest::of(MANIFEST)
+                        ),
+                        MANIFEST.to_vec(),
+                    ),
+                    "/v2/r/manifests/lying" => (
+                        "200 OK",
+                        format!("Docker-Content-Digest: {}\r\n", Digest::of(b"other")),
+                        MANIFEST.to_vec(),
+                    ),
+                    p if p == format!("/v2/r/blobs/{good}") => {
+                        ("200 OK", String::new(), BLOB.to_vec())
+                    }
+                    // Same length, other bytes.
+                    p if p.starts_with("/v2/r/blobs/") => {
+                        ("200 OK", String::new(), b"LAYER BYTES".to_vec())
+                    }
+                    _ => ("404 Not Found", String::new(), Vec::new()),
+                };
+                let body = if method == "HEAD" { Vec::new() } else { body };
+                let length = if method == "HEAD" && status.starts_with("200") {
+                    BLOB.len()
+                } else {
+                    body.len()
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nConnection: close\r\n{headers}Content-Length: {length}\r\n\r\n"
+                );
+                let _ = stream.write_all(&body);
+            }
+        });
+        host
+    }
+
+    #[test]
+    fn low_level_operations_verify_what_they_get() {
+        let host = serve();
+        let client = Client::new(RegistryConfig::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let reference = |r: &str| Reference::parse(&format!("{host}/{r}")).unwrap();
+
+        let manifest = client.fetch_manifest(&reference("r:ok")).unwrap();
+        assert_eq!(manifest.bytes, MANIFEST);
+        assert_eq!(manifest.digest, Digest::of(MANIFEST));
+        assert_eq!(manifest.media_type, MANIFEST_TYPES[1]);
+        let err = client
+            .fetch_manifest(&reference("r:lying"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("its digest is"), "{err}");
+        let pinned = reference("r").with_digest(Digest::of(b"something else"));
+        let err = client.fetch_manifest(&pinned).unwrap_err().to_string();
+        assert!(err.contains("not found"), "{err}");
+
+        let good = Digest::of(BLOB);
+        let bad = Digest::of(b"not what the server sends");
+        assert!(client.blob_exists(&reference("r"), &good).unwrap());
+        assert!(!client.blob_exists(&reference("q"), &good).unwrap());
+        let status = client
+            .fetch_blob(
+                &reference("r"),
+                &good,
+                BLOB.len() as u64,
+                &store,
+                &NoProgress,
+            )
+            .unwrap();
+        assert_eq!(status, BlobStatus::Pulled);
+        assert_eq!(store.read_blob(&good, None).unwrap(), BLOB);
+        let again = client
+            .fetch_blob(
+                &reference("r"),
+                &good,
+                BLOB.len() as u64,
+                &store,
+                &NoProgress,
+            )
+            .unwrap();
+        assert_eq!(again, BlobStatus::AlreadyInStore);
+        let err = client
+            .fetch_blob(
+                &reference("r"),
+                &bad,
+                BLOB.len() as u64,
+                &store,
+                &NoProgress,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("blob {bad}")) && err.contains("digest"),
+            "{err}"
+        );
+        assert!(!store.has_blob(&bad));
+        let err = client
+            .fetch_blob(
+                &reference("r"),
+                &good,
+                3,
+                &Store::open(dir.path().join("s2")).unwrap(),
+                &NoProgress,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("longer than the 3 bytes"), "{err}");
+    }
 
     #[test]
     fn reads_challenges() {
