@@ -78,8 +78,12 @@ impl RegistryError {
             RegistryError::Unauthorized { registry, .. } => {
                 Some(format!("log in with `kiln login {registry}`"))
             }
-            // Spoken to over HTTPS and the connection failed: perhaps it has no TLS.
-            RegistryError::Connection { registry, message } if message.contains("https://") => {
+            // The TLS handshake with it failed: perhaps it speaks plain HTTP.
+            RegistryError::Connection { registry, message }
+                if message.contains("https://")
+                    && ["tls", "TLS", "certificate", "InvalidContentType", "handshake"]
+                        .iter()
+                        .any(|w| message.contains(w)) => {
                 Some(format!(
                     "a registry without TLS needs --insecure-registry {registry} \
                      (or \"insecure-registries\" in kiln's config.json)"
