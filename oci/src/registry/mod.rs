@@ -81,9 +81,16 @@ impl RegistryError {
             // The TLS handshake with it failed: perhaps it speaks plain HTTP.
             RegistryError::Connection { registry, message }
                 if message.contains("https://")
-                    && ["tls", "TLS", "certificate", "InvalidContentType", "handshake"]
-                        .iter()
-                        .any(|w| message.contains(w)) => {
+                    && [
+                        "tls",
+                        "TLS",
+                        "certificate",
+                        "InvalidContentType",
+                        "handshake",
+                    ]
+                    .iter()
+                    .any(|w| message.contains(w)) =>
+            {
                 Some(format!(
                     "a registry without TLS needs --insecure-registry {registry} \
                      (or \"insecure-registries\" in kiln's config.json)"
