@@ -78,23 +78,23 @@ impl RegistryError {
             RegistryError::Unauthorized { registry, .. } => {
                 Some(format!("log in with `kiln login {registry}`"))
             }
-            // The TLS handshake with it failed: perhaps it speaks plain HTTP.
+            // It answered TLS with something else: it speaks plain HTTP.
             RegistryError::Connection { registry, message }
                 if message.contains("https://")
-                    && [
-                        "tls",
-                        "TLS",
-                        "certificate",
-                        "InvalidContentType",
-                        "handshake",
-                    ]
-                    .iter()
-                    .any(|w| message.contains(w)) =>
+                    && (message.contains("InvalidContentType")
+                        || message.contains("corrupt message")) =>
             {
                 Some(format!(
                     "a registry without TLS needs --insecure-registry {registry} \
                      (or \"insecure-registries\" in kiln's config.json)"
                 ))
+            }
+            RegistryError::Connection { message, .. } if message.contains("peer certificate") => {
+                Some(
+                    "the registry's certificate is not trusted here: add its CA to the system's \
+                     certificates (update-ca-certificates)"
+                        .into(),
+                )
             }
             RegistryError::NoMatchingPlatform { .. } => {
                 Some("choose one of them with --platform".into())
@@ -146,3 +146,41 @@ impl BlobStatus {
 pub struct NoProgress;
 
 impl Progress for NoProgress {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection(message: &str) -> RegistryError {
+        RegistryError::Connection {
+            registry: "r.lan:5000".into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn hints_say_what_to_do() {
+        let plain = connection(
+            "error sending request for url (https://r.lan:5000/v2/): received corrupt message \
+             of type InvalidContentType",
+        );
+        assert!(
+            plain
+                .hint()
+                .unwrap()
+                .contains("--insecure-registry r.lan:5000")
+        );
+        let untrusted = connection(
+            "error sending request for url (https://r.lan:5000/v2/): invalid peer certificate: \
+             UnknownIssuer",
+        );
+        assert!(untrusted.hint().unwrap().contains("update-ca-certificates"));
+        let dns = connection("error sending request for url (https://r.lan:5000/v2/): dns error");
+        assert_eq!(dns.hint(), None);
+        let auth = RegistryError::Unauthorized {
+            registry: "r.lan:5000".into(),
+            message: "401".into(),
+        };
+        assert_eq!(auth.hint().unwrap(), "log in with `kiln login r.lan:5000`");
+    }
+}
