@@ -16,6 +16,7 @@ use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The largest manifest or index kiln accepts from a registry (the limit registries use too).
@@ -403,32 +404,31 @@ impl Client {
         let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
         let size = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         progress.started(digest, size);
-        let mut done = 0u64;
+        // The stream must be 'static, so it counts what it has read in a shared counter, which
+        // the progress display is shown from while the upload runs.
+        let sent = Arc::new(AtomicU64::new(0));
+        let counter = sent.clone();
         let chunks = Chunks {
             file,
             path: path.clone(),
         }
-        .map(move |chunk| {
-            let chunk = chunk?;
-            done += chunk.len() as u64;
-            Ok::<_, OciDistributionError>((chunk, done))
+        .inspect(move |chunk| {
+            if let Ok(chunk) = chunk {
+                counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
         });
-        // Progress is reported as chunks are read; the stream must be 'static, so the counts
-        // travel in a channel rather than borrowing `progress`.
-        let (tx, rx) = std::sync::mpsc::channel::<u64>();
-        let chunks = chunks.map(move |item| {
-            item.map(|(chunk, done)| {
-                let _ = tx.send(done);
-                chunk
-            })
-        });
-        let pushed = oci
-            .push_blob_stream_chunked(&target, chunks)
-            .await
-            .map_err(|e| map_oci(registry, &what, e))?;
-        if let Some(done) = rx.try_iter().last() {
-            progress.advanced(digest, done);
+        let upload = oci.push_blob_stream_chunked(&target, chunks);
+        tokio::pin!(upload);
+        let pushed = loop {
+            tokio::select! {
+                result = &mut upload => break result,
+                () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
+                    progress.advanced(digest, sent.load(Ordering::Relaxed));
+                }
+            }
         }
+        .map_err(|e| map_oci(registry, &what, e))?;
+        progress.advanced(digest, sent.load(Ordering::Relaxed));
         if pushed.blob_digest != digest.as_str() {
             return Err(RegistryError::BadContent {
                 registry: registry.to_string(),
