@@ -280,7 +280,6 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
     }
     let tags = tags(&args, &outputs)?;
     output::check_push(&outputs, &tags)?;
-    let registry = args.registry.config()?;
     let compression = Compression::parse(&args.compression).map_err(|e| CliError::Usage {
         message: format!("--compression: {e}"),
         hint: None,
@@ -312,7 +311,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         pull: args.pull,
-        registry: registry.clone(),
+        registry: args.registry.config()?,
         network,
         compression,
         secrets,
@@ -320,8 +319,8 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
     };
 
     let progress = Progress::new(mode.display());
-    let finished = build_and_export(&store, &request, &tags, &outputs, &progress, &registry)
-        .and_then(|(outcome, image)| {
+    let finished = build_and_export(&store, &request, &tags, &outputs, &progress).and_then(
+        |(outcome, image)| {
             if let Some(path) = &args.iidfile {
                 output::write_file_atomically(path, |out| {
                     out.write_all(outcome.image_id.as_bytes())
@@ -336,7 +335,8 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
                 })?;
             }
             Ok(outcome)
-        });
+        },
+    );
     drop(context);
     match finished {
         Ok(outcome) => {
@@ -363,7 +363,6 @@ fn build_and_export(
     tags: &[Reference],
     outputs: &[Output],
     progress: &Progress,
-    registry: &kiln_oci::registry::RegistryConfig,
 ) -> CliResult<(BuildOutcome, Image)> {
     let outcome = kiln_builder::build(request, progress as &dyn EventSink)?;
     let image = store.find_image(&outcome.image_id)?;
@@ -380,7 +379,7 @@ fn build_and_export(
         }
         if let Output::Registry { names } = output {
             progress.step(output.title()).run(|step| {
-                super::registry::push_output(store, &image, names, tags, registry, step)
+                super::registry::push_output(store, &image, names, tags, &request.registry, step)
             })?;
             continue;
         }
