@@ -613,6 +613,87 @@ fn login_and_logout_with_basic_auth() {
     env.fails("c", &["pull", &name]);
 }
 
+/// A credential helper (`docker-credential-file`) keeping one credential in `DIR/secret.json`.
+const FILE_HELPER: &str = r#"#!/bin/sh
+dir=$(dirname "$0")
+case "$1" in
+  store) cat > "$dir/secret.json" ;;
+  get) read server; if [ -f "$dir/secret.json" ]; then cat "$dir/secret.json"; else echo "credentials not found in native keychain"; exit 1; fi ;;
+  erase) read server; rm -f "$dir/secret.json" ;;
+esac
+"#;
+
+#[test]
+fn login_uses_the_configured_credential_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(env) = Env::new() else { return };
+    let Some(registry) = Registry::start(true) else {
+        return;
+    };
+    let host = registry.host();
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-file");
+    std::fs::write(&helper, FILE_HELPER).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(env.path("docker")).unwrap();
+    std::fs::write(env.docker_config(), r#"{"credsStore": "file"}"#).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kiln = |root: &str, args: &[&str], stdin: Option<&str>| {
+        let mut command = Command::new(KILN);
+        command
+            .arg("--root")
+            .arg(env.path(root))
+            .args(args)
+            .env_remove("KILN_ROOT")
+            .env("DOCKER_CONFIG", env.path("docker"))
+            .env("KILN_CONFIG", env.path("kiln-config.json"))
+            .env("PATH", &path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kiln {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let name = format!("{host}/kept:1");
+    env.import("a", &name);
+    let out = kiln(
+        "a",
+        &["login", "-u", "user", "--password-stdin", &host],
+        Some("secret"),
+    );
+    assert_eq!(out, "Login Succeeded\n");
+    let stored = json(&std::fs::read(bin.join("secret.json")).unwrap());
+    assert_eq!(stored["ServerURL"], host.as_str());
+    assert_eq!(stored["Username"], "user");
+    assert_eq!(stored["Secret"], "secret");
+    let config = std::fs::read_to_string(env.docker_config()).unwrap();
+    assert!(
+        !config.contains("auths"),
+        "the password stays out of the file: {config}"
+    );
+
+    // The helper's credential is what push and pull use.
+    kiln("a", &["push", &name], None);
+    kiln("b", &["pull", &name], None);
+    let out = kiln("a", &["logout", &host], None);
+    assert_eq!(out, format!("Removing login credentials for {host}\n"));
+    assert!(!bin.join("secret.json").exists());
+}
+
 #[test]
 fn a_tampered_blob_is_refused_and_nothing_is_stored() {
     let Some(env) = Env::new() else { return };
