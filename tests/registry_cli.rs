@@ -393,6 +393,24 @@ fn pull_fetches_what_skopeo_pushed_and_only_what_is_missing() {
     };
     assert_eq!(build(&[]), serde_json::Value::Null);
     assert_eq!(build(&["--pull"]), "yes");
+
+    // COPY --from an image the store does not have pulls it too.
+    std::fs::write(
+        env.path("ctx/Dockerfile"),
+        format!("FROM scratch\nCOPY --from={name} /bin/busybox /busybox\n"),
+    )
+    .unwrap();
+    let id = env.ok("d", &["build", "-q", ctx.to_str().unwrap()]);
+    assert_eq!(
+        env.inspect("d", id.trim())["RootFS"]["Layers"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert!(
+        env.ok("d", &["images"])
+            .contains(&format!("{}/base", registry.host()))
+    );
 }
 
 #[test]
