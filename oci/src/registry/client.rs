@@ -30,6 +30,11 @@ pub(crate) const MANIFEST_TYPES: [&str; 4] = [
     "application/vnd.docker.distribution.manifest.v2+json",
 ];
 
+/// How long a registry may take to accept a connection, and to send the next bytes of an
+/// answer: a registry that stops talking is an error, not a hang.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Blobs are uploaded in requests of this size.
 const UPLOAD_CHUNK: usize = 8 << 20;
 /// Blobs transferred at once by `fetch_blobs`.
@@ -75,7 +80,8 @@ impl Client {
             .map_err(|e| Error::io("tokio runtime", e))?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(30))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
             .build()
             .map_err(|e| connection("http client", &e))?;
         Ok(Client {
@@ -549,7 +555,8 @@ impl Client {
                         ClientProtocol::Https
                     },
                     platform_resolver: None,
-                    connect_timeout: Some(std::time::Duration::from_secs(30)),
+                    connect_timeout: Some(CONNECT_TIMEOUT),
+                    read_timeout: Some(READ_TIMEOUT),
                     user_agent: concat!("kiln/", env!("CARGO_PKG_VERSION")),
                     ..ClientConfig::default()
                 }))
