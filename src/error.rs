@@ -88,7 +88,19 @@ impl CliError {
                 message,
                 hint: Some(hint),
             } => format!("error: {message}\nhint: {hint}"),
-            other => format!("error: {other}"),
+            other => match other.registry_hint() {
+                Some(hint) => format!("error: {other}\nhint: {hint}"),
+                None => format!("error: {other}"),
+            },
+        }
+    }
+
+    /// What to do about a registry's refusal (log in, allow plain HTTP, choose a platform).
+    fn registry_hint(&self) -> Option<String> {
+        match self {
+            CliError::Store(kiln_oci::Error::Registry(e))
+            | CliError::Build(kiln_builder::Error::Store(kiln_oci::Error::Registry(e))) => e.hint(),
+            _ => None,
         }
     }
 

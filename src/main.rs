@@ -50,6 +50,14 @@ pub enum Command {
     /// Run a command in the sandbox over a root filesystem directory (for testing and debugging).
     #[command(hide = true)]
     Sandbox(commands::sandbox::SandboxArgs),
+    /// Download an image from a registry.
+    Pull(commands::registry::PullArgs),
+    /// Upload an image to a registry.
+    Push(commands::registry::PushArgs),
+    /// Log in to a registry.
+    Login(commands::registry::LoginArgs),
+    /// Log out from a registry.
+    Logout(commands::registry::LogoutArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
     Completion(commands::completion::CompletionArgs),
     /// Print kiln's man page, or write the pages of all commands into a directory.
@@ -82,6 +90,10 @@ fn main() -> ExitCode {
         ),
         Command::Container(command) => commands::container::run(&cli.root, command),
         Command::Sandbox(args) => commands::sandbox::run(args),
+        Command::Pull(args) => commands::registry::pull(&cli.root, args),
+        Command::Push(args) => commands::registry::push(&cli.root, args),
+        Command::Login(args) => commands::registry::login(args),
+        Command::Logout(args) => commands::registry::logout(args),
         Command::Completion(args) => commands::completion::completion(args),
         Command::Man(args) => commands::completion::man(args),
     };

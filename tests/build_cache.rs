@@ -375,13 +375,12 @@ fn an_unreadable_cache_source_is_a_warning() {
             "--cache-from",
             &missing,
             "--cache-from",
-            "registry.example/app:cache",
+            "127.0.0.1:9/app:cache",
         ],
     );
     assert_eq!(out.steps_run, LAYER_STEPS.len() as u64);
     assert!(
-        out.messages.contains("no-such-cache")
-            && out.messages.contains("registry.example/app:cache"),
+        out.messages.contains("no-such-cache") && out.messages.contains("127.0.0.1:9/app:cache"),
         "{}",
         out.messages
     );
@@ -407,11 +406,11 @@ fn an_unreadable_cache_source_is_a_warning() {
         &ctx,
         &[
             "--cache-to",
-            "type=registry,ref=registry.example/app:cache,ignore-error=true",
+            "type=registry,ref=127.0.0.1:9/app:cache,ignore-error=true",
         ],
     );
     assert!(
-        registry.messages.contains("registry.example/app:cache"),
+        registry.messages.contains("127.0.0.1:9/app:cache"),
         "{}",
         registry.messages
     );

@@ -493,11 +493,13 @@ fn unsupported_and_bad_flags_exit_2_with_a_reason() {
         (&["--cache-from", "type=gha"], "--cache-from"),
         (&["--cache-to", "type=local"], "dest="),
         (&["--cache-to", "type=local,dest=c,mode=all"], "--cache-to"),
-        (&["--cache-to", "type=registry,ref=r.example/c"], "registry"),
         (&["--push"], "--push"),
         (&["--platform", foreign], "--platform"),
         (&["--platform", "linux/amd64,linux/arm64"], "multi-platform"),
-        (&["-o", "type=registry"], "registry"),
+        (
+            &["-o", "type=registry"],
+            "--push (type=registry) needs a name",
+        ),
         (&["-o", "type=zip,dest=x"], "--output"),
         (&["-o", "type=local"], "dest="),
         (&["--progress", "fancy"], "--progress"),
@@ -508,7 +510,7 @@ fn unsupported_and_bad_flags_exit_2_with_a_reason() {
         (&["--network", "bridge"], "--network"),
         (&["--compression", "lz4"], "--compression"),
         (&["--build-arg", "=x"], "--build-arg"),
-        (&["--pull"], "--pull"),
+        (&["--push"], "needs a name"),
     ];
     for (flags, mentions) in cases {
         let mut args = vec!["build"];

@@ -59,7 +59,7 @@ pub enum Error {
     Dockerfile(String),
     /// A base or `--from` image that is not in the store.
     #[error(
-        "image {0:?} is not in the store; kiln pull is not available yet — import it with kiln import or kiln load"
+        "image {0:?} is not in the store (an image id is never pulled): import it with kiln import or kiln load"
     )]
     ImageNotInStore(String),
     /// A `-t` name that is not a valid reference.
@@ -122,9 +122,6 @@ pub enum Error {
     /// Another stage of the build failed first; this one stopped.
     #[error("build cancelled: another stage failed")]
     Cancelled,
-    /// `type=registry` build cache, which needs a registry client this kiln does not have.
-    #[error("registry build cache ({0}) needs kiln's registry client, which is not available yet")]
-    RegistryCacheUnavailable(String),
     /// An exported build cache that kiln cannot read.
     #[error("build cache {source_name}: {reason}")]
     CacheFormat { source_name: String, reason: String },

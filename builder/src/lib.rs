@@ -12,6 +12,7 @@ pub mod explain;
 pub mod history;
 mod inroot;
 mod path;
+mod pull;
 pub mod remote;
 pub mod remote_cache;
 pub mod request;

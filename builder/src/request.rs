@@ -31,8 +31,10 @@ pub struct BuildRequest {
     pub no_cache: bool,
     /// `--no-cache-filter`: stages (by name) whose steps always run.
     pub no_cache_filter: Vec<String>,
-    /// `--pull`: check for a newer base image (needs a registry; refused clearly without one).
+    /// `--pull`: check every base image in its registry, even when the store has it.
     pub pull: bool,
+    /// Plain-HTTP registries and mirrors, for images the build pulls.
+    pub registry: kiln_oci::registry::RegistryConfig,
     /// The network of RUN steps when the instruction does not say (`--network`); host by default.
     pub network: Network,
     /// How layers are compressed (`--compression`).

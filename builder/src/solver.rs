@@ -63,13 +63,6 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildOutc
             ),
         });
     }
-    if request.pull {
-        return Err(Error::Unsupported {
-            location: "--pull".to_string(),
-            message: "checking for newer base images needs a registry, which kiln cannot reach yet"
-                .to_string(),
-        });
-    }
     // Tags are checked before anything runs: a typo must not cost a whole build.
     let tags = request
         .tags
@@ -96,7 +89,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildOutc
         .ok()
         .and_then(|v| v.trim().parse::<i64>().ok());
     let ids = AtomicU32::new(1);
-    let remote = RemoteCache::load(&request.cache_from, events, &ids);
+    let remote = RemoteCache::load(&request.cache_from, &request.registry, events, &ids);
     let ctx = BuildCtx {
         request,
         plan: &plan,
@@ -116,6 +109,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildOutc
             &request.store_root,
             build_identity(request, &plan, &tags),
         ),
+        registry: crate::pull::Registry::new(request.registry.clone()),
     };
     let built = build_stages(&ctx, &plan);
     ctx.explain.save();

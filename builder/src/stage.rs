@@ -46,6 +46,8 @@ pub struct BuildCtx<'a> {
     pub context: Mutex<Option<Arc<ContextFiles>>>,
     /// Why steps ran (see [`crate::explain`]).
     pub explain: crate::explain::Explainer,
+    /// Where images not in the store come from.
+    pub registry: crate::pull::Registry,
 }
 
 /// The build context, walked (`.dockerignore` applied).
@@ -445,7 +447,7 @@ fn from_image(ctx: &mut StageCtx<'_, '_>, reference: &str) -> Result<(StageState
         ctx.label.next(&format!("FROM {shown}")),
         ctx.stage.span.start_line,
     );
-    let result = load_image(build, reference);
+    let result = load_image(build, reference, ctx.stage.span.start_line);
     match result {
         Ok(state) => {
             vertex.done();
@@ -473,14 +475,12 @@ fn full_name(reference: &Reference) -> String {
 }
 
 /// The image's state and its ONBUILD triggers (which the state itself no longer carries).
-fn load_image(build: &BuildCtx<'_>, reference: &str) -> Result<(StageState, Vec<String>)> {
-    let image = match build.store.find_image(reference) {
-        Ok(image) => image,
-        Err(kiln_oci::Error::ImageNotFound(_)) => {
-            return Err(Error::ImageNotInStore(reference.to_string()));
-        }
-        Err(e) => return Err(e.into()),
-    };
+fn load_image(
+    build: &BuildCtx<'_>,
+    reference: &str,
+    line: usize,
+) -> Result<(StageState, Vec<String>)> {
+    let image = build.image(reference, line)?;
     let chain = unpack_image(build.store, build.snapshotter, &image)?;
     let layers = image
         .layers()?

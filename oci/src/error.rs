@@ -42,9 +42,17 @@ pub enum Error {
     Unsupported(String),
     #[error("compression: {0}")]
     Compression(String),
+    #[error(transparent)]
+    Registry(Box<crate::registry::RegistryError>),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<crate::registry::RegistryError> for Error {
+    fn from(e: crate::registry::RegistryError) -> Self {
+        Error::Registry(Box::new(e))
+    }
+}
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -397,7 +397,12 @@ impl Store {
     }
 
     fn find_descriptor(&self, index: &ImageIndex, wanted: &str) -> Result<Descriptor> {
-        if let Ok(reference) = Reference::parse(wanted) {
+        // A name as written (`alpine`) also finds the image under Docker's full name
+        // (`docker.io/library/alpine:latest`), which is how pulled images are tagged.
+        let references = Reference::parse(wanted)
+            .map(|r| vec![r.clone(), r.normalized()])
+            .unwrap_or_default();
+        for reference in references {
             let found = match reference.digest() {
                 Some(digest) => index
                     .manifests()

@@ -28,6 +28,7 @@ pub mod gc;
 pub mod image;
 pub mod layer;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod transport;
 

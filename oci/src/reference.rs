@@ -1,6 +1,7 @@
 //! Image references: `[host[:port]/]path[:tag][@digest]`, validated with Docker's grammar.
 //! Names are kept as written (`busybox`, not `docker.io/library/busybox`); only a missing tag is
-//! filled in (`latest`).
+//! filled in (`latest`). [`Reference::normalized`] gives Docker's full form, which registries and
+//! pulled images use.
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -8,6 +9,10 @@ use std::fmt;
 use std::str::FromStr;
 
 pub const DEFAULT_TAG: &str = "latest";
+/// The registry of a name without a domain (Docker Hub).
+pub const DEFAULT_REGISTRY: &str = "docker.io";
+/// Docker Hub's official images live under this namespace (`alpine` is `library/alpine`).
+const OFFICIAL_NAMESPACE: &str = "library";
 const MAX_NAME_LEN: usize = 255;
 const MAX_TAG_LEN: usize = 128;
 
@@ -117,6 +122,46 @@ impl Reference {
         })?;
         self.tag = Some(tag.to_string());
         Ok(self)
+    }
+
+    /// The registry host (and port) this reference lives on: its domain, or `docker.io`
+    /// (`index.docker.io` is the same registry, and is spelt `docker.io` too).
+    pub fn registry(&self) -> &str {
+        match self.domain.as_deref() {
+            None | Some("index.docker.io") => DEFAULT_REGISTRY,
+            Some(domain) => domain,
+        }
+    }
+
+    /// The repository on its registry: `library/alpine` for Docker Hub's `alpine`.
+    pub fn repository(&self) -> String {
+        if self.registry() == DEFAULT_REGISTRY && !self.path.contains('/') {
+            format!("{OFFICIAL_NAMESPACE}/{}", self.path)
+        } else {
+            self.path.clone()
+        }
+    }
+
+    /// Docker's normalised form: registry and repository spelt out, `latest` filled in when
+    /// there is neither tag nor digest (`alpine` → `docker.io/library/alpine:latest`).
+    pub fn normalized(&self) -> Reference {
+        Reference {
+            domain: Some(self.registry().to_string()),
+            path: self.repository(),
+            tag: self.tag.clone(),
+            digest: self.digest.clone(),
+        }
+        .with_default_tag()
+    }
+
+    /// The same repository with only `digest` (`name@sha256:…`).
+    pub fn with_digest(&self, digest: Digest) -> Reference {
+        Reference {
+            domain: self.domain.clone(),
+            path: self.path.clone(),
+            tag: None,
+            digest: Some(digest),
+        }
     }
 
     /// `name:tag` as the store records it in `org.opencontainers.image.ref.name`
@@ -264,6 +309,74 @@ mod tests {
             Reference::parse("[::1]:5000/x").unwrap().domain(),
             Some("[::1]:5000")
         );
+    }
+
+    #[test]
+    fn normalises_as_docker_does() {
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        for (input, full, registry, repository) in [
+            (
+                "alpine",
+                "docker.io/library/alpine:latest",
+                "docker.io",
+                "library/alpine",
+            ),
+            (
+                "alpine:3",
+                "docker.io/library/alpine:3",
+                "docker.io",
+                "library/alpine",
+            ),
+            (
+                "team/app",
+                "docker.io/team/app:latest",
+                "docker.io",
+                "team/app",
+            ),
+            (
+                "docker.io/alpine",
+                "docker.io/library/alpine:latest",
+                "docker.io",
+                "library/alpine",
+            ),
+            (
+                "index.docker.io/library/alpine:1",
+                "docker.io/library/alpine:1",
+                "docker.io",
+                "library/alpine",
+            ),
+            (
+                "localhost:5000/x",
+                "localhost:5000/x:latest",
+                "localhost:5000",
+                "x",
+            ),
+            ("localhost/x:2", "localhost/x:2", "localhost", "x"),
+            (
+                "127.0.0.1:5000/a/b:1",
+                "127.0.0.1:5000/a/b:1",
+                "127.0.0.1:5000",
+                "a/b",
+            ),
+            ("[::1]:5000/x", "[::1]:5000/x:latest", "[::1]:5000", "x"),
+            ("ghcr.io/o/r", "ghcr.io/o/r:latest", "ghcr.io", "o/r"),
+        ] {
+            let r = Reference::parse(input).unwrap();
+            assert_eq!(r.normalized().to_string(), full, "{input}");
+            assert_eq!(r.registry(), registry, "{input}");
+            assert_eq!(r.repository(), repository, "{input}");
+        }
+        let pinned = Reference::parse(&format!("alpine@sha256:{hex}")).unwrap();
+        assert_eq!(
+            pinned.normalized().to_string(),
+            format!("docker.io/library/alpine@sha256:{hex}")
+        );
+        let both = Reference::parse(&format!("alpine:3@sha256:{hex}")).unwrap();
+        assert_eq!(
+            both.normalized().to_string(),
+            format!("docker.io/library/alpine:3@sha256:{hex}")
+        );
+        assert_eq!(both.with_digest(pinned.digest().unwrap().clone()), pinned);
     }
 
     #[test]

@@ -111,6 +111,8 @@ pub struct BuildArgs {
     /// NAME` lines instead of the image id (set by kiln's docker command line, not a flag).
     #[arg(skip)]
     pub classic_summary: bool,
+    #[command(flatten)]
+    pub registry: super::registry::RegistryFlags,
 }
 
 /// `docker buildx build` flags that have no meaning for a daemonless builder: accepted, so that
@@ -159,26 +161,6 @@ impl BuildxOnly {
 }
 
 impl BuildArgs {
-    /// Flags kiln accepts (scripts written for buildx pass them) but cannot honour yet: refused
-    /// before anything runs, rather than silently building something else.
-    fn refuse_unsupported(&self) -> CliResult<()> {
-        let unsupported = [("--push", self.push, "pushing to a registry")];
-        for (flag, given, what) in unsupported {
-            if given {
-                return Err(CliError::Unsupported {
-                    message: format!("{flag}: {what} is not supported yet"),
-                    hint: Some(match flag {
-                        "--push" => {
-                            "build into the store, then send the image with `kiln save`".into()
-                        }
-                        _ => format!("build without {flag}"),
-                    }),
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// `--platform`: kiln runs RUN steps natively, so only the native platform can be built.
     fn platform(&self) -> CliResult<Platform> {
         let native = Platform::native();
@@ -261,13 +243,15 @@ fn tags(args: &BuildArgs, outputs: &[Output]) -> CliResult<Vec<Reference>> {
 pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
     args.buildx_only.warn_ignored();
     // Everything the command line can refuse is refused before the context is read.
-    args.refuse_unsupported()?;
     let platform = args.platform()?;
-    let outputs = args
+    let mut outputs = args
         .outputs
         .iter()
         .map(|spec| Output::parse(spec))
         .collect::<CliResult<Vec<_>>>()?;
+    if args.push {
+        outputs.push(Output::Registry { names: Vec::new() });
+    }
     output::check_all(&outputs)?;
     let mode = Mode::select(&args.progress, args.quiet, std::io::stderr().is_terminal())?;
     let stdout_taken = outputs.iter().any(Output::writes_stdout);
@@ -279,6 +263,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         });
     }
     let tags = tags(&args, &outputs)?;
+    output::check_push(&outputs, &tags)?;
     let compression = Compression::parse(&args.compression).map_err(|e| CliError::Usage {
         message: format!("--compression: {e}"),
         hint: None,
@@ -297,7 +282,8 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         .iter()
         .map(|spec| cache::export_spec(spec))
         .collect::<CliResult<Vec<_>>>()?;
-    let exporters = cache::open_exports(cache_to)?;
+    let registry = args.registry.config()?;
+    let exporters = cache::open_exports(cache_to, &registry)?;
     let plan = PlanOptions {
         target: args.plan.target.clone(),
         build_args: args.plan.build_args()?,
@@ -321,6 +307,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         pull: args.pull,
+        registry,
         network,
         compression,
         secrets,
@@ -406,6 +393,12 @@ fn build_and_export(
     })?;
     for output in outputs {
         if let Output::Image { .. } = output {
+            continue;
+        }
+        if let Output::Registry { names } = output {
+            progress.step(output.title()).run(|step| {
+                super::registry::push_output(store, &image, names, tags, &request.registry, step)
+            })?;
             continue;
         }
         progress

@@ -27,6 +27,7 @@ pub fn fetch(url: &str, dir: &Path, checksum: Option<&str>) -> Result<String> {
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(DEFAULT_TIMEOUT_SECS);
+    kiln_oci::registry::install_tls_provider();
     let client = reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
         .connect_timeout(Duration::from_secs(timeout.min(30)))

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::events::{Event, EventSink};
 use crate::vertex::Vertex;
 use kiln_oci::Store;
+use kiln_oci::registry::RegistryConfig;
 use kiln_oci::transport::{BlobDesc, CacheTransport, fetch_json_blob};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU32;
@@ -34,6 +35,7 @@ impl RemoteCache {
     /// Reads every source, each shown as a step; those that cannot be read are warnings.
     pub fn load(
         locations: &[CacheLocation],
+        registry: &RegistryConfig,
         events: &dyn EventSink,
         ids: &AtomicU32,
     ) -> RemoteCache {
@@ -45,8 +47,8 @@ impl RemoteCache {
                 format!("importing cache manifest from {location}"),
                 None,
             );
-            let loaded =
-                open_transport(location).and_then(|t| read_source(t, &location.to_string()));
+            let loaded = open_transport(location, registry)
+                .and_then(|t| read_source(t, &location.to_string()));
             match loaded {
                 Ok(Some(source)) => {
                     vertex.done();

@@ -13,8 +13,9 @@ pub mod format;
 pub mod import;
 
 use crate::cache::CacheRecord;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::state::StageState;
+use kiln_oci::registry::{RegistryConfig, RegistryTransport};
 use kiln_oci::transport::{CacheTransport, LayoutTransport};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -60,18 +61,19 @@ pub struct CacheExport {
     pub ignore_error: bool,
 }
 
-/// Opens the transport of `location`. Opening checks nothing remote: a local directory is
-/// created when the first export writes to it.
-pub fn open_transport(location: &CacheLocation) -> Result<Box<dyn CacheTransport>> {
-    match location {
-        CacheLocation::Local { dir, tag } => Ok(Box::new(LayoutTransport::new(dir, tag))),
-        CacheLocation::Registry { reference } => registry_transport(reference),
-    }
-}
-
-/// The transport of a registry repository. This is where the registry client plugs in.
-fn registry_transport(reference: &str) -> Result<Box<dyn CacheTransport>> {
-    Err(Error::RegistryCacheUnavailable(reference.to_string()))
+/// Opens the transport of `location`; `registry` says how registries are reached (plain
+/// HTTP, mirrors). Opening checks nothing remote: a local directory is created when the first
+/// export writes to it, a registry is first asked when the export or import runs.
+pub fn open_transport(
+    location: &CacheLocation,
+    registry: &RegistryConfig,
+) -> Result<Box<dyn CacheTransport>> {
+    Ok(match location {
+        CacheLocation::Local { dir, tag } => Box::new(LayoutTransport::new(dir, tag)),
+        CacheLocation::Registry { reference } => {
+            Box::new(RegistryTransport::new(reference, registry.clone())?)
+        }
+    })
 }
 
 /// The records a build can export: those of the final image, and those of every stage.

@@ -130,13 +130,7 @@ pub fn resolve_from(ctx: &StageCtx<'_, '_>, from: &str) -> Result<SourceFs> {
         });
     }
     let build = ctx.build;
-    let image = match build.store.find_image(from) {
-        Ok(image) => image,
-        Err(kiln_oci::Error::ImageNotFound(_)) => {
-            return Err(Error::ImageNotInStore(from.to_string()));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let image = build.image(from, ctx.stage.span.start_line)?;
     Ok(SourceFs {
         chain: crate::rootfs::unpack_image(build.store, build.snapshotter, &image)?,
         identity: image.id.to_string(),

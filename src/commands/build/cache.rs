@@ -169,22 +169,19 @@ pub struct Exporter {
 /// Opens the transport of every `--cache-to` before anything is built, so a destination kiln
 /// cannot write to costs no build. One that cannot be opened fails the command, unless it
 /// says `ignore-error=true` (then it is left out, with a warning).
-pub fn open_exports(exports: Vec<CacheExport>) -> CliResult<Vec<Exporter>> {
+pub fn open_exports(
+    exports: Vec<CacheExport>,
+    registry: &kiln_oci::registry::RegistryConfig,
+) -> CliResult<Vec<Exporter>> {
     let mut out = Vec::new();
     for export in exports {
-        match open_transport(&export.location) {
+        match open_transport(&export.location, registry) {
             Ok(transport) => out.push(Exporter { export, transport }),
             Err(e) if export.ignore_error => {
                 eprintln!(
                     "warning: --cache-to {}: {e}; not exporting to it",
                     export.location
                 );
-            }
-            Err(e @ kiln_builder::Error::RegistryCacheUnavailable(_)) => {
-                return Err(CliError::Unsupported {
-                    message: format!("--cache-to: {e}"),
-                    hint: Some("export to a directory with --cache-to type=local,dest=DIR".into()),
-                });
             }
             Err(e) => return Err(e.into()),
         }

@@ -7,6 +7,7 @@
 //! | `type=tar,dest=FILE\|-`, or just `-` | the same as a deterministic tar |
 //! | `type=oci,dest=FILE\|-[,name=N]` | an oci-archive |
 //! | `type=docker,dest=FILE\|-[,name=N]` | a docker-archive (`docker load` reads it) |
+//! | `type=registry[,name=N]`, `type=image,push=true`, `--push` | the store, then pushed to N (or every `-t` name) |
 //!
 //! Everything here works on any image in the store, not only a fresh build.
 
@@ -32,6 +33,11 @@ pub enum Output {
     Archive {
         format: ArchiveFormat,
         dest: Dest,
+        names: Vec<Reference>,
+    },
+    /// The store, then the registry: each name (or, without any, each tag of the build) is
+    /// pushed.
+    Registry {
         names: Vec<Reference>,
     },
 }
@@ -69,6 +75,7 @@ impl Output {
         let mut kind = None;
         let mut dest = None;
         let mut names = Vec::new();
+        let mut push = false;
         for field in csv_fields(spec) {
             let Some((key, value)) = field.split_once('=') else {
                 return Err(bad(spec, &format!("{field:?} is not KEY=VALUE"), HINT));
@@ -85,13 +92,18 @@ impl Output {
                         );
                     }
                 }
-                "push" if value == "false" => {}
-                "push" => return Err(unsupported_push()),
+                "push" => {
+                    push = match value.trim() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(bad(spec, "push= is true or false", HINT)),
+                    }
+                }
                 other => {
                     return Err(bad(
                         spec,
                         &format!("kiln does not know the option {other:?}"),
-                        "the options are type, dest and name",
+                        "the options are type, dest, name and push",
                     ));
                 }
             }
@@ -124,6 +136,9 @@ impl Output {
                 if dest.is_some() {
                     return Err(bad(spec, "type=image takes no dest=", HINT));
                 }
+                if push {
+                    return Ok(Output::Registry { names });
+                }
                 Ok(Output::Image { names })
             }
             "local" => {
@@ -150,11 +165,16 @@ impl Output {
                 dest: Dest::parse(need_dest(kind)?),
                 names,
             }),
-            "registry" => Err(unsupported_push()),
+            "registry" => {
+                if dest.is_some() {
+                    return Err(bad(spec, "type=registry takes no dest=", HINT));
+                }
+                Ok(Output::Registry { names })
+            }
             other => Err(bad(
                 spec,
                 &format!("unknown type {other:?}"),
-                "use type=image, local, tar, oci or docker",
+                "use type=image, registry, local, tar, oci or docker",
             )),
         }
     }
@@ -173,7 +193,7 @@ impl Output {
     /// Tags that `type=image,name=…` adds to the build's own.
     pub fn image_names(&self) -> &[Reference] {
         match self {
-            Output::Image { names } => names,
+            Output::Image { names } | Output::Registry { names } => names,
             _ => &[],
         }
     }
@@ -182,6 +202,7 @@ impl Output {
     pub fn title(&self) -> String {
         match self {
             Output::Image { .. } => "exporting to image".into(),
+            Output::Registry { .. } => "pushing to registry".into(),
             Output::Local(dir) => format!("exporting to client directory {}", dir.display()),
             Output::Tar(dest) => format!("exporting to client tarball {}", dest_name(dest)),
             Output::Archive { format, dest, .. } => format!(
@@ -204,7 +225,8 @@ impl Output {
         step: &Step<'_>,
     ) -> CliResult<()> {
         match self {
-            Output::Image { .. } => Ok(()),
+            // Pushing needs the registry settings: `kiln build` does it (`registry::push_output`).
+            Output::Image { .. } | Output::Registry { .. } => Ok(()),
             Output::Local(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir, e))?;
                 flatten(store, image, dir)?;
@@ -277,12 +299,20 @@ fn bad(spec: &str, why: &str, hint: &str) -> CliError {
     }
 }
 
-fn unsupported_push() -> CliError {
-    CliError::Unsupported {
-        message: "pushing to a registry (--push, type=registry, push=true) is not supported yet"
-            .into(),
-        hint: Some("build into the store, then send the image with `kiln save`".into()),
+/// A push needs somewhere to go: a `name=` or a `-t`.
+pub fn check_push(outputs: &[Output], tags: &[Reference]) -> CliResult<()> {
+    let unnamed = outputs
+        .iter()
+        .any(|o| matches!(o, Output::Registry { names } if names.is_empty()));
+    if unnamed && tags.is_empty() {
+        return Err(CliError::Usage {
+            message: "--push (type=registry) needs a name to push to".into(),
+            hint: Some(
+                "add -t REGISTRY/NAME:TAG, or -o type=registry,name=REGISTRY/NAME:TAG".into(),
+            ),
+        });
     }
+    Ok(())
 }
 
 fn dest_name(dest: &Dest) -> String {

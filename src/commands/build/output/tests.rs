@@ -41,7 +41,7 @@ fn specs_read_like_buildx() {
 }
 
 #[test]
-fn bad_specs_are_usage_errors_and_push_is_unsupported() {
+fn bad_specs_are_usage_errors() {
     for spec in [
         "",
         "type=local",
@@ -51,18 +51,44 @@ fn bad_specs_are_usage_errors_and_push_is_unsupported() {
         "type=tar,dest=x,name=a",
         "type=tar,dest=x,color=red",
         "type=oci,dest",
+        "type=registry,dest=x",
+        "type=image,push=maybe",
     ] {
         match Output::parse(spec) {
             Err(CliError::Usage { .. }) => {}
             other => panic!("{spec:?}: {other:?}"),
         }
     }
-    for spec in ["type=registry", "type=image,push=true"] {
-        match Output::parse(spec) {
-            Err(CliError::Unsupported { .. }) => {}
-            other => panic!("{spec:?}: {other:?}"),
-        }
+}
+
+#[test]
+fn registry_outputs_push_their_names() {
+    let parse = |s: &str| Output::parse(s).unwrap_or_else(|e| panic!("{s}: {}", e.render()));
+    let app = Reference::parse("localhost:5000/app:1").unwrap();
+    for spec in [
+        "type=registry,name=localhost:5000/app:1",
+        "type=image,name=localhost:5000/app:1,push=true",
+    ] {
+        let output = parse(spec);
+        assert_eq!(
+            output,
+            Output::Registry {
+                names: vec![app.clone()]
+            },
+            "{spec}"
+        );
+        assert_eq!(output.image_names(), std::slice::from_ref(&app));
     }
+    assert_eq!(
+        parse("type=image,push=false"),
+        Output::Image { names: vec![] }
+    );
+    let unnamed = [parse("type=registry")];
+    assert!(matches!(
+        check_push(&unnamed, &[]),
+        Err(CliError::Usage { .. })
+    ));
+    assert!(check_push(&unnamed, std::slice::from_ref(&app)).is_ok());
 }
 
 #[test]

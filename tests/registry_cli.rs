@@ -1,0 +1,923 @@
+//! Registries end to end: `kiln push`, `pull`, `login`, `logout` and `build --push` against
+//! Debian's `docker-registry` on a free loopback port (storage in a temp dir; once open, once
+//! behind htpasswd basic auth), checked with skopeo; and against a tiny hostile HTTP server for
+//! what a real registry never sends.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+mod support;
+use support::{KILN, have_tool, require};
+
+/// A `docker-registry` started for one test, stopped (that process only) when dropped.
+struct Registry {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts a registry; `auth` puts it behind htpasswd basic auth for `user`/`secret`.
+    /// `None` (skip) when the tools are missing.
+    fn start(auth: bool) -> Option<Registry> {
+        let tools = have_tool("docker-registry") && (!auth || have_tool("htpasswd"));
+        if !require(
+            tools,
+            "docker-registry and htpasswd (apt-get install docker-registry apache2-utils)",
+        ) {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if auth {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", "user", "secret"])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, &out.stdout).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let registry = Registry { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(registry)
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The file holding a blob in the registry's storage.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A temp dir holding stores, a docker config dir and the busybox rootfs tar.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Option<Env> {
+        let dir = tempfile::tempdir().unwrap();
+        if !support::busybox_tar(&dir.path().join("busybox.tar")) {
+            return None;
+        }
+        Some(Env { dir })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn docker_config(&self) -> PathBuf {
+        self.path("docker/config.json")
+    }
+
+    /// kiln with the store `root` and its own docker and kiln config files.
+    fn kiln(&self, root: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(KILN)
+            .arg("--root")
+            .arg(self.path(root))
+            .args(args)
+            .env_remove("KILN_ROOT")
+            .env("DOCKER_CONFIG", self.path("docker"))
+            .env("KILN_CONFIG", self.path("kiln-config.json"))
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs kiln and returns stdout, failing the test with stderr when it does not succeed.
+    fn ok(&self, root: &str, args: &[&str]) -> String {
+        let out = self.kiln(root, args, None);
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs kiln expecting exit status 1; returns stderr.
+    fn fails(&self, root: &str, args: &[&str]) -> String {
+        let out = self.kiln(root, args, None);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "kiln {args:?}: {stderr}");
+        stderr
+    }
+
+    /// Imports the busybox rootfs as `name` into `root`.
+    fn import(&self, root: &str, name: &str) {
+        let tar = self.path("busybox.tar");
+        self.ok(root, &["import", tar.to_str().unwrap(), name]);
+    }
+
+    fn inspect(&self, root: &str, name: &str) -> serde_json::Value {
+        let text = self.ok(root, &["inspect", name]);
+        let mut all: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        all.remove(0)
+    }
+
+    /// The blob `digest` of the store `root`.
+    fn blob(&self, root: &str, digest: &str) -> Vec<u8> {
+        let hex = digest.trim_start_matches("sha256:");
+        std::fs::read(self.path(root).join("blobs/sha256").join(hex)).unwrap()
+    }
+
+    fn blob_count(&self, root: &str) -> usize {
+        std::fs::read_dir(self.path(root).join("blobs/sha256"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap()
+}
+
+/// The digest `kiln push` printed (`TAG: digest: sha256:… size: N`).
+fn pushed_digest(out: &str) -> String {
+    let line = out.lines().find(|l| l.contains(": digest: ")).unwrap();
+    line.split_whitespace().nth(2).unwrap().to_string()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    format!("sha256:{}", text.split_whitespace().next().unwrap())
+}
+
+fn native_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+#[test]
+fn push_gives_the_registry_the_store_s_exact_bytes() {
+    let Some(env) = Env::new() else { return };
+    if !require(have_tool("skopeo"), "skopeo") {
+        return;
+    }
+    let Some(registry) = Registry::start(false) else {
+        return;
+    };
+    let name = format!("{}/x:1", registry.host());
+    env.import("a", &name);
+    let out = env.ok("a", &["push", &name]);
+    assert!(out.contains(&format!(
+        "The push refers to repository [{}/x]",
+        registry.host()
+    )));
+    assert!(out.contains(": Pushed"), "{out}");
+    let digest = pushed_digest(&out);
+    let image = env.inspect("a", &name);
+    assert_eq!(image["Descriptor"]["digest"], digest.as_str());
+
+    let layout = env.path("layout");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{name}"),
+        &format!("oci:{}:x", layout.display()),
+    ]);
+    let index = json(&std::fs::read(layout.join("index.json")).unwrap());
+    assert_eq!(index["manifests"][0]["digest"], digest.as_str());
+    let manifest_bytes =
+        std::fs::read(layout.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap();
+    assert_eq!(
+        manifest_bytes,
+        env.blob("a", &digest),
+        "manifest bytes differ"
+    );
+    let manifest = json(&manifest_bytes);
+    assert_eq!(manifest["config"]["digest"], image["Id"]);
+    let mut blobs = vec![manifest["config"]["digest"].as_str().unwrap().to_string()];
+    for layer in manifest["layers"].as_array().unwrap() {
+        blobs.push(layer["digest"].as_str().unwrap().to_string());
+    }
+    for blob in &blobs {
+        let copied = std::fs::read(layout.join("blobs/sha256").join(&blob["sha256:".len()..]));
+        assert_eq!(copied.unwrap(), env.blob("a", blob), "blob {blob} differs");
+    }
+
+    // Everything is there now: a second push uploads nothing.
+    let again = env.ok("a", &["push", &name]);
+    assert!(!again.contains(": Pushed"), "{again}");
+    assert_eq!(again.matches("Layer already exists").count(), blobs.len());
+    assert_eq!(pushed_digest(&again), digest);
+    // Another repository of the same registry gets the blobs by mounting them.
+    let other = format!("{}/y:2", registry.host());
+    env.ok("a", &["tag", &name, &other]);
+    let mounted = env.ok("a", &["push", "-q", &other]);
+    assert_eq!(mounted.trim(), digest);
+    let mounted = env.ok("a", &["push", &other]);
+    assert!(!mounted.contains(": Pushed"), "{mounted}");
+}
+
+#[test]
+fn pull_fetches_what_skopeo_pushed_and_only_what_is_missing() {
+    let Some(env) = Env::new() else { return };
+    if !require(have_tool("skopeo"), "skopeo") {
+        return;
+    }
+    let Some(registry) = Registry::start(false) else {
+        return;
+    };
+    env.import("a", "base:1");
+    let archive = env.path("base.tar");
+    env.ok(
+        "a",
+        &[
+            "save",
+            "--format",
+            "oci",
+            "-o",
+            archive.to_str().unwrap(),
+            "base:1",
+        ],
+    );
+    let name = format!("{}/base:1", registry.host());
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci-archive:{}", archive.display()),
+        &format!("docker://{name}"),
+    ]);
+    let out = env.ok("b", &["pull", &name]);
+    assert!(out.contains("Pull complete"), "{out}");
+    assert!(out.contains(&format!("Status: Downloaded newer image for {name}")));
+    assert_eq!(out.lines().last(), Some(name.as_str()));
+    let pulled = env.inspect("b", &name);
+    assert_eq!(pulled["Id"], env.inspect("a", "base:1")["Id"]);
+
+    // Everything present: nothing is fetched.
+    let blobs = env.blob_count("b");
+    let again = env.ok("b", &["pull", &name]);
+    assert!(!again.contains("Pull complete"), "{again}");
+    assert!(again.contains("Already exists"), "{again}");
+    assert!(again.contains(&format!("Status: Image is up to date for {name}")));
+    assert_eq!(env.blob_count("b"), blobs);
+    assert_eq!(env.ok("b", &["pull", "-q", &name]).trim(), name);
+
+    // A build on top, pushed: pulling it fetches its own layer and config, not the base's.
+    std::fs::create_dir_all(env.path("ctx")).unwrap();
+    std::fs::write(
+        env.path("ctx/Dockerfile"),
+        format!("FROM {name}\nLABEL built=yes\nENV A=1\n"),
+    )
+    .unwrap();
+    let app = format!("{}/app:2", registry.host());
+    let metadata = env.path("metadata.json");
+    // The build pulls its base into a fresh store, then pushes.
+    env.ok(
+        "c",
+        &[
+            "build",
+            "--progress=plain",
+            "-t",
+            &app,
+            "--push",
+            "--metadata-file",
+            metadata.to_str().unwrap(),
+            env.path("ctx").to_str().unwrap(),
+        ],
+    );
+    let metadata = json(&std::fs::read(&metadata).unwrap());
+    let remote = skopeo(&["inspect", "--tls-verify=false", &format!("docker://{app}")]);
+    assert_eq!(
+        json(remote.as_bytes())["Digest"],
+        metadata["containerimage.digest"]
+    );
+    let out = env.ok("b", &["pull", &app]);
+    assert!(out.contains("Already exists"), "{out}");
+    assert_eq!(
+        out.matches("Pull complete").count(),
+        1,
+        "only the config: {out}"
+    );
+    assert_eq!(env.inspect("b", &app)["Config"]["Labels"]["built"], "yes");
+
+    // The base moves on in the registry; store "b" still has the old one. A build uses the
+    // store's, unless --pull asks the registry.
+    env.ok("c", &["tag", &app, &name]);
+    env.ok("c", &["push", &name]);
+    std::fs::write(
+        env.path("ctx/Dockerfile"),
+        format!("FROM {name}\nENV B=2\n"),
+    )
+    .unwrap();
+    let ctx = env.path("ctx");
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "-q"];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        let id = env.ok("b", &args).trim().to_string();
+        env.inspect("b", &id)["Config"]["Labels"]["built"].clone()
+    };
+    assert_eq!(build(&[]), serde_json::Value::Null);
+    assert_eq!(build(&["--pull"]), "yes");
+
+    // COPY --from an image the store does not have pulls it too.
+    std::fs::write(
+        env.path("ctx/Dockerfile"),
+        format!("FROM scratch\nCOPY --from={name} /bin/busybox /busybox\n"),
+    )
+    .unwrap();
+    let id = env.ok("d", &["build", "-q", ctx.to_str().unwrap()]);
+    assert_eq!(
+        env.inspect("d", id.trim())["RootFS"]["Layers"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert!(
+        env.ok("d", &["images"])
+            .contains(&format!("{}/base", registry.host()))
+    );
+}
+
+#[test]
+fn docker_hub_names_are_pulled_through_a_mirror() {
+    let Some(env) = Env::new() else { return };
+    let Some(mirror) = Registry::start(false) else {
+        return;
+    };
+    // The mirror holds library/alpine, as a pull-through cache of Docker Hub would.
+    let on_mirror = format!("{}/library/alpine:latest", mirror.host());
+    env.import("a", &on_mirror);
+    env.ok("a", &["push", &on_mirror]);
+    std::fs::write(
+        env.path("kiln-config.json"),
+        format!(r#"{{"registry-mirrors": ["http://{}"]}}"#, mirror.host()),
+    )
+    .unwrap();
+
+    let out = env.ok("b", &["pull", "alpine"]);
+    assert!(out.starts_with("Using default tag: latest\n"), "{out}");
+    assert!(
+        out.ends_with("\ndocker.io/library/alpine:latest\n"),
+        "{out}"
+    );
+    let id = env.inspect("a", &on_mirror)["Id"].clone();
+    // Tagged under the full name, found by the short one as well.
+    assert_eq!(
+        env.inspect("b", "docker.io/library/alpine:latest")["Id"],
+        id
+    );
+    assert_eq!(env.inspect("b", "alpine")["Id"], id);
+    assert_eq!(env.inspect("b", "library/alpine:latest")["Id"], id);
+    let images = env.ok("b", &["images"]);
+    assert!(images.contains("docker.io/library/alpine"), "{images}");
+}
+
+/// An OCI layout at `dir` whose tag `multi` is an index of the busybox image for this machine
+/// and the same layers with `other_arch` in its config.
+fn multi_platform_layout(env: &Env, dir: &Path, other_arch: &str) -> (String, String) {
+    env.import("a", "base:1");
+    let archive = env.path("base.tar");
+    env.ok(
+        "a",
+        &[
+            "save",
+            "--format",
+            "oci",
+            "-o",
+            archive.to_str().unwrap(),
+            "base:1",
+        ],
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let status = Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let blobs = dir.join("blobs/sha256");
+    let write = |bytes: &[u8]| {
+        let digest = sha256(bytes);
+        std::fs::write(blobs.join(&digest["sha256:".len()..]), bytes).unwrap();
+        digest
+    };
+    let read = |digest: &str| std::fs::read(blobs.join(&digest["sha256:".len()..])).unwrap();
+    let index = json(&std::fs::read(dir.join("index.json")).unwrap());
+    let native_desc = index["manifests"][0].clone();
+    let native_digest = native_desc["digest"].as_str().unwrap().to_string();
+    let mut manifest = json(&read(&native_digest));
+    let mut config = json(&read(manifest["config"]["digest"].as_str().unwrap()));
+    config["architecture"] = other_arch.into();
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = write(&config_bytes).into();
+    manifest["config"]["size"] = config_bytes.len().into();
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let other_digest = write(&manifest_bytes);
+    let entry = |digest: &str, size: u64, arch: &str| {
+        serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": size,
+            "platform": {"os": "linux", "architecture": arch}
+        })
+    };
+    let multi = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            entry(&native_digest, native_desc["size"].as_u64().unwrap(), native_arch()),
+            entry(&other_digest, manifest_bytes.len() as u64, other_arch),
+        ]
+    });
+    let multi_bytes = serde_json::to_vec(&multi).unwrap();
+    let multi_digest = write(&multi_bytes);
+    let layout_index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": multi_digest, "size": multi_bytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi"}
+        }]
+    });
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&layout_index).unwrap(),
+    )
+    .unwrap();
+    (native_digest, other_digest)
+}
+
+#[test]
+fn a_multi_platform_image_is_pulled_for_the_platform_asked() {
+    let Some(env) = Env::new() else { return };
+    if !require(have_tool("skopeo"), "skopeo") {
+        return;
+    }
+    let Some(registry) = Registry::start(false) else {
+        return;
+    };
+    let other_arch = if native_arch() == "arm64" {
+        "s390x"
+    } else {
+        "arm64"
+    };
+    let layout = env.path("layout");
+    let (native, other) = multi_platform_layout(&env, &layout, other_arch);
+    let name = format!("{}/multi:1", registry.host());
+    skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:multi", layout.display()),
+        &format!("docker://{name}"),
+    ]);
+
+    env.ok("b", &["pull", &name]);
+    let image = env.inspect("b", &name);
+    assert_eq!(image["Architecture"], native_arch());
+    assert_eq!(image["Descriptor"]["digest"], native.as_str());
+
+    env.ok(
+        "c",
+        &["pull", "--platform", &format!("linux/{other_arch}"), &name],
+    );
+    let image = env.inspect("c", &name);
+    assert_eq!(image["Architecture"], other_arch);
+    assert_eq!(image["Descriptor"]["digest"], other.as_str());
+
+    let err = env.fails("d", &["pull", "--platform", "linux/mips64le", &name]);
+    assert!(err.contains("no image for linux/mips64le"), "{err}");
+    assert!(
+        err.contains(&format!("linux/{}", native_arch()))
+            && err.contains(&format!("linux/{other_arch}")),
+        "{err}"
+    );
+    assert!(err.contains("hint: "), "{err}");
+    assert_eq!(env.ok("d", &["images", "-q"]).trim(), "");
+}
+
+#[test]
+fn login_and_logout_with_basic_auth() {
+    let Some(env) = Env::new() else { return };
+    let Some(registry) = Registry::start(true) else {
+        return;
+    };
+    let host = registry.host();
+    let name = format!("{host}/private:1");
+    env.import("a", &name);
+
+    let err = env.fails("a", &["push", &name]);
+    assert!(err.contains("authentication"), "{err}");
+    assert!(
+        err.contains(&format!("hint: log in with `kiln login {host}`")),
+        "{err}"
+    );
+
+    let wrong = env.kiln(
+        "a",
+        &["login", "-u", "user", "--password-stdin", &host],
+        Some("nope\n"),
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        !env.docker_config().exists(),
+        "refused credentials are not saved"
+    );
+
+    let login = env.kiln(
+        "a",
+        &["login", "-u", "user", "--password-stdin", &host],
+        Some("secret\n"),
+    );
+    let stdout = String::from_utf8_lossy(&login.stdout);
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    assert_eq!(stdout, "Login Succeeded\n");
+    let config = json(&std::fs::read(env.docker_config()).unwrap());
+    // base64("user:secret")
+    assert_eq!(config["auths"][&host]["auth"], "dXNlcjpzZWNyZXQ=");
+
+    env.ok("a", &["push", &name]);
+    env.ok("b", &["pull", &name]);
+    assert_eq!(env.inspect("b", &name)["Id"], env.inspect("a", &name)["Id"]);
+
+    let out = env.ok("a", &["logout", &host]);
+    assert_eq!(out, format!("Removing login credentials for {host}\n"));
+    let config = json(&std::fs::read(env.docker_config()).unwrap());
+    assert!(config["auths"].get(&host).is_none(), "{config}");
+    assert_eq!(
+        env.ok("a", &["logout", &host]),
+        format!("Not logged in to {host}\n")
+    );
+    env.fails("c", &["pull", &name]);
+}
+
+/// A credential helper (`docker-credential-file`) keeping one credential in `DIR/secret.json`.
+const FILE_HELPER: &str = r#"#!/bin/sh
+dir=$(dirname "$0")
+case "$1" in
+  store) cat > "$dir/secret.json" ;;
+  get) read server; if [ -f "$dir/secret.json" ]; then cat "$dir/secret.json"; else echo "credentials not found in native keychain"; exit 1; fi ;;
+  erase) read server; rm -f "$dir/secret.json" ;;
+esac
+"#;
+
+#[test]
+fn login_uses_the_configured_credential_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(env) = Env::new() else { return };
+    let Some(registry) = Registry::start(true) else {
+        return;
+    };
+    let host = registry.host();
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-file");
+    std::fs::write(&helper, FILE_HELPER).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(env.path("docker")).unwrap();
+    std::fs::write(env.docker_config(), r#"{"credsStore": "file"}"#).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kiln = |root: &str, args: &[&str], stdin: Option<&str>| {
+        let mut command = Command::new(KILN);
+        command
+            .arg("--root")
+            .arg(env.path(root))
+            .args(args)
+            .env_remove("KILN_ROOT")
+            .env("DOCKER_CONFIG", env.path("docker"))
+            .env("KILN_CONFIG", env.path("kiln-config.json"))
+            .env("PATH", &path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kiln {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let name = format!("{host}/kept:1");
+    env.import("a", &name);
+    let out = kiln(
+        "a",
+        &["login", "-u", "user", "--password-stdin", &host],
+        Some("secret"),
+    );
+    assert_eq!(out, "Login Succeeded\n");
+    let stored = json(&std::fs::read(bin.join("secret.json")).unwrap());
+    assert_eq!(stored["ServerURL"], host.as_str());
+    assert_eq!(stored["Username"], "user");
+    assert_eq!(stored["Secret"], "secret");
+    let config = std::fs::read_to_string(env.docker_config()).unwrap();
+    assert!(
+        !config.contains("auths"),
+        "the password stays out of the file: {config}"
+    );
+
+    // The helper's credential is what push and pull use.
+    kiln("a", &["push", &name], None);
+    kiln("b", &["pull", &name], None);
+    let out = kiln("a", &["logout", &host], None);
+    assert_eq!(out, format!("Removing login credentials for {host}\n"));
+    assert!(!bin.join("secret.json").exists());
+}
+
+#[test]
+fn a_tampered_blob_is_refused_and_nothing_is_stored() {
+    let Some(env) = Env::new() else { return };
+    let Some(registry) = Registry::start(false) else {
+        return;
+    };
+    let name = format!("{}/t:1", registry.host());
+    env.import("a", &name);
+    env.ok("a", &["push", &name]);
+    let digest = env.inspect("a", &name)["Descriptor"]["digest"].clone();
+    let manifest = json(&env.blob("a", digest.as_str().unwrap()));
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = registry.blob_file(&layer);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+
+    let err = env.fails("b", &["pull", &name]);
+    assert!(err.contains(&format!("blob {layer}")), "{err}");
+    assert!(err.to_lowercase().contains("digest"), "{err}");
+    assert_eq!(env.ok("b", &["images", "-q"]).trim(), "");
+    let hex = &layer["sha256:".len()..];
+    assert!(!env.path("b/blobs/sha256").join(hex).exists());
+}
+
+/// A server that answers every request from `answer(path)` (raw HTTP response bytes).
+fn hostile_server(answer: fn(&str, u16) -> Vec<u8>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .to_string();
+            let _ = stream.write_all(&answer(&path, port));
+            let _ = stream.flush();
+        }
+    });
+    port
+}
+
+fn response(status: &str, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+fn hostile(path: &str, port: u16) -> Vec<u8> {
+    let ok = |body: &[u8]| {
+        response(
+            "200 OK",
+            &[
+                (
+                    "Content-Type",
+                    "application/vnd.oci.image.manifest.v1+json".into(),
+                ),
+                ("Content-Length", body.len().to_string()),
+            ],
+            body,
+        )
+    };
+    let fake = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    match path {
+        "/v2/" => ok(b"{}"),
+        "/v2/big/manifests/1" => ok(&vec![b' '; 5 << 20]),
+        "/v2/loop/manifests/1" => response(
+            "302 Found",
+            &[
+                (
+                    "Location",
+                    format!("http://127.0.0.1:{port}/v2/loop/manifests/1"),
+                ),
+                ("Content-Length", "0".into()),
+            ],
+            b"",
+        ),
+        "/v2/broken/manifests/1" => response(
+            "500 Internal Server Error",
+            &[("Content-Length", "4".into())],
+            b"boom",
+        ),
+        "/v2/short/manifests/1" => {
+            let manifest = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": fake('c'), "size": 1000},
+                "layers": []
+            });
+            ok(&serde_json::to_vec(&manifest).unwrap())
+        }
+        // 1000 bytes promised, 500 sent.
+        p if p.starts_with("/v2/short/blobs/") => {
+            response("200 OK", &[("Content-Length", "1000".into())], &[b'x'; 500])
+        }
+        _ => response("404 Not Found", &[("Content-Length", "0".into())], b""),
+    }
+}
+
+#[test]
+fn hostile_registry_answers_are_clear_errors_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env { dir };
+    let port = hostile_server(hostile);
+    let host = format!("127.0.0.1:{port}");
+    for (repo, expected) in [
+        ("big", "manifests are at most 4194304"),
+        ("loop", "redirect"),
+        ("broken", "500"),
+        ("short", "after 500 of its 1000 bytes"),
+    ] {
+        let err = env.fails("s", &["pull", &format!("{host}/{repo}:1")]);
+        assert!(err.contains(expected), "{repo}: {err}");
+        assert!(err.starts_with("error: "), "{repo}: {err}");
+        assert_eq!(env.ok("s", &["images", "-q"]).trim(), "", "{repo}");
+        assert_eq!(env.blob_count("s"), 0, "{repo}");
+    }
+}
+
+#[test]
+fn build_cache_travels_through_the_registry() {
+    let Some(env) = Env::new() else { return };
+    let Some(registry) = Registry::start(false) else {
+        return;
+    };
+    // Both stores take the base from the registry, so its image id is the same in both.
+    let base = format!("{}/base:1", registry.host());
+    env.import("seed", &base);
+    env.ok("seed", &["push", "-q", &base]);
+
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    // Each RUN leaves a timestamp: a step that ran again would give another image.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {base} AS tool\nRUN date +%s%N > /tool-stamp\n\
+             FROM {base}\nCOPY --from=tool /tool-stamp /\nCOPY a.txt /\n\
+             RUN date +%s%N > /stamp && cat /a.txt >> /stamp\n"
+        ),
+    )
+    .unwrap();
+    let cache = format!("{}/app:buildcache", registry.host());
+    let ctx_arg = ctx.to_str().unwrap();
+    let first = env.ok(
+        "a",
+        &[
+            "build",
+            "-q",
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max"),
+            ctx_arg,
+        ],
+    );
+    let manifest = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{cache}"),
+    ]);
+    assert!(
+        manifest.contains("application/vnd.kiln.cache.config.v1+json"),
+        "{manifest}"
+    );
+
+    // A fresh store: every step comes from the registry's cache, nothing runs.
+    let out = env.kiln(
+        "b",
+        &["build", "--progress=plain", "--cache-from", &cache, ctx_arg],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), first.trim());
+    assert!(stderr.contains("CACHED"), "{stderr}");
+    assert!(!stderr.contains("date +%s%N > /stamp\n#"), "{stderr}");
+
+    // An edit reruns only what depends on it: the tool stage still comes from the cache.
+    std::fs::write(ctx.join("a.txt"), "changed\n").unwrap();
+    let edited = env.ok("c", &["build", "-q", "--cache-from", &cache, ctx_arg]);
+    assert_ne!(edited.trim(), first.trim());
+    let stamp_a = env.ok("a", &["run", "--rm", first.trim(), "cat", "/tool-stamp"]);
+    let stamp_c = env.ok("c", &["run", "--rm", edited.trim(), "cat", "/tool-stamp"]);
+    assert_eq!(stamp_a, stamp_c);
+}
