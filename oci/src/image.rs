@@ -429,22 +429,30 @@ impl Store {
         if !is_hex {
             return Err(Error::ImageNotFound(wanted.to_string()));
         }
-        // Ids are config digests, so every distinct manifest has to be read to match one.
+        // Ids are config digests, so every distinct manifest has to be read to match one. Two
+        // manifests with one config (the same image, compressed differently after a save and
+        // load) are one image: the prefix is ambiguous only between different ids.
+        let full = format!("{}{hex}", Digest::PREFIX);
+        if let Some(desc) = index
+            .manifests()
+            .iter()
+            .find(|d| d.digest().to_string() == full)
+        {
+            return Ok(desc.clone());
+        }
         let mut matches: BTreeMap<String, Descriptor> = BTreeMap::new();
+        let mut read: std::collections::HashSet<String> = std::collections::HashSet::new();
         for desc in index.manifests() {
-            let digest = desc.digest().to_string();
-            if matches.contains_key(&digest) {
-                continue;
-            }
-            if digest == format!("{}{hex}", Digest::PREFIX) {
-                matches.insert(digest, desc.clone());
+            if !read.insert(desc.digest().to_string()) {
                 continue;
             }
             if let Ok((_, _, manifest)) = self.read_manifest(desc)
                 && let Ok(id) = Digest::from_oci(manifest.config().digest())
                 && id.hex().starts_with(hex)
             {
-                matches.insert(digest, desc.clone());
+                matches
+                    .entry(id.to_string())
+                    .or_insert_with(|| desc.clone());
             }
         }
         let mut found = matches.into_values();
@@ -845,6 +853,30 @@ mod tests {
         assert!(report[1].starts_with("Deleted: "));
         store.remove_image(first.id.short(), false).unwrap();
         assert!(store.read_index().unwrap().manifests().is_empty());
+    }
+
+    #[test]
+    fn one_image_under_two_manifests_is_found_by_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tar = small_tar(b"same");
+        let gzip = crate::layer::write_layer(&store, options(), &mut &tar[..]).unwrap();
+        let zstd_options = LayerOptions {
+            compression: Compression::Zstd(3),
+            threads: 1,
+        };
+        let zstd = crate::layer::write_layer(&store, zstd_options, &mut &tar[..]).unwrap();
+        let mut config = ImageConfig::for_host();
+        config.created = Some(rfc3339(0));
+        let a = store.write_image(&config, &[gzip], &[]).unwrap();
+        let b = store.write_image(&config, &[zstd], &[]).unwrap();
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.manifest_digest, b.manifest_digest);
+        assert_eq!(store.find_image(a.id.short()).unwrap().id, a.id);
+        assert_eq!(store.find_image(a.id.as_str()).unwrap().id, a.id);
+        // Naming a manifest still picks that one.
+        let found = store.find_image(b.manifest_digest.as_str()).unwrap();
+        assert_eq!(found.manifest_digest, b.manifest_digest);
     }
 
     #[test]
