@@ -134,7 +134,9 @@ fn monitor(report: BorrowedFd<'_>) -> Result<Outcome> {
     let spec = read_spec()?;
     spec.validate()?;
     let rootless = !Uid::effective().is_root();
-    let mapping = rootless.then(IdMapping::for_caller);
+    let namespaced = spec.isolation.is_namespaced();
+    // Without a user namespace there is nothing to map: ids are the host's.
+    let mapping = (rootless && namespaced).then(IdMapping::for_caller);
 
     let signals = signal_set();
     signals.thread_block().step(|| "blocking signals".into())?;
@@ -156,11 +158,16 @@ fn monitor(report: BorrowedFd<'_>) -> Result<Outcome> {
         console: pty.as_ref().map(|p| p.slave_path.as_path()),
         tty_slave: pty.as_ref().map(|p| p.slave.as_raw_fd()),
         rootless,
-        allows_setgroups: mapping.as_ref().is_none_or(IdMapping::allows_setgroups),
+        allows_setgroups: mapping.as_ref().is_none_or(IdMapping::allows_setgroups)
+            && (namespaced || !rootless),
         filters: &filters,
     };
     let mut stack = vec![0u8; STACK_SIZE];
-    let flags = namespaces::clone_flags(&spec, rootless);
+    let flags = if namespaced {
+        namespaces::clone_flags(&spec, rootless)
+    } else {
+        nix::sched::CloneFlags::empty()
+    };
     // SAFETY: this process is single-threaded (a fresh exec of the kiln binary that started no
     // threads), so the child may run arbitrary code; it never returns into our stack frames.
     let pid = unsafe {
@@ -209,6 +216,11 @@ fn monitor(report: BorrowedFd<'_>) -> Result<Outcome> {
     };
     run.event_loop(report);
     reaper.0 = None;
+    if !namespaced {
+        // No PID namespace takes the command's leftovers with it: its process group goes now
+        // (the sandbox started a session of its own, so the group is its alone).
+        let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
+    }
     run.finish();
 
     if let Some(f) = run.failure {

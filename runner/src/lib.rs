@@ -20,6 +20,7 @@ mod fds;
 mod forward;
 mod helper;
 mod init;
+mod isolation;
 mod launch;
 mod mounts;
 mod namespaces;
@@ -34,6 +35,7 @@ pub mod user;
 pub use capabilities::{DEFAULT_CAPABILITIES, default_mask as default_capability_mask};
 pub use error::{Error, Result};
 pub use forward::SignalForwarding;
+pub use isolation::Isolation;
 pub use launch::{
     Sandbox, Stdio, Streams, helper_main_if_requested, run, run_with_helper, spawn,
     spawn_with_helper,

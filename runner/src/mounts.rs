@@ -235,6 +235,15 @@ impl UserMount<'_> {
     }
 }
 
+/// How the sandbox switches into its prepared root.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enter {
+    /// `pivot_root`, detaching the old root (namespace isolation).
+    Pivot,
+    /// `chroot` (chroot isolation in a private mount namespace).
+    Chroot,
+}
+
 /// Builds the sandbox's filesystem and switches into it. Runs inside the new mount namespace,
 /// as (namespaced) root. Returns the mount points it created in the rootfs.
 pub(crate) fn setup(
@@ -242,6 +251,17 @@ pub(crate) fn setup(
     etc: &EtcFiles,
     console: Option<&Path>,
     rootless: bool,
+) -> Result<Vec<PathBuf>> {
+    setup_in(spec, etc, console, rootless, Enter::Pivot)
+}
+
+/// [`setup`], entering the root the way `enter` says.
+pub(crate) fn setup_in(
+    spec: &Spec,
+    etc: &EtcFiles,
+    console: Option<&Path>,
+    rootless: bool,
+    enter: Enter,
 ) -> Result<Vec<PathBuf>> {
     // Nothing mounted from here on may propagate back to the host.
     do_mount(
@@ -283,6 +303,29 @@ pub(crate) fn setup(
         do_mount(Some(host), &target, None, MsFlags::MS_BIND, None)?;
     }
 
+    mount_user_mounts(spec, &mut points)?;
+
+    match enter {
+        Enter::Pivot => pivot(root)?,
+        Enter::Chroot => crate::isolation::chroot_into(root)?,
+    }
+    mask_paths()?;
+    Ok(points.created)
+}
+
+/// The caller's bind and tmpfs mounts, made right where they are asked for in the current root
+/// (no-isolation runs, in a private mount namespace). Returns the mount points created.
+pub(crate) fn user_mounts_in_place(spec: &Spec) -> Result<Vec<PathBuf>> {
+    let mut points = Mountpoints {
+        root: Path::new("/"),
+        created: Vec::new(),
+    };
+    mount_user_mounts(spec, &mut points)?;
+    Ok(points.created)
+}
+
+/// Mounts the spec's bind and tmpfs mounts in the rootfs, parents before children.
+fn mount_user_mounts(spec: &Spec, points: &mut Mountpoints<'_>) -> Result<()> {
     let mut user_mounts: Vec<UserMount<'_>> = spec
         .mounts
         .iter()
@@ -321,9 +364,7 @@ pub(crate) fn setup(
         }
     }
 
-    pivot(root)?;
-    mask_paths()?;
-    Ok(points.created)
+    Ok(())
 }
 
 fn setup_dev(dev: &Path, console: Option<&Path>, rootless: bool) -> Result<()> {
