@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod history;
 mod inroot;
+mod isolation;
 mod path;
 pub mod request;
 pub mod rootfs;

@@ -3,7 +3,7 @@
 
 use kiln_grammar::plan::PlanOptions;
 use kiln_oci::Compression;
-use kiln_runner::Network;
+use kiln_runner::{Isolation, Network};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -41,6 +41,9 @@ pub struct BuildRequest {
     pub secrets: BTreeMap<String, SecretSource>,
     /// `--ssh` agent sockets by id (`default` for a bare `--ssh default`).
     pub ssh: BTreeMap<String, PathBuf>,
+    /// How RUN steps are confined (`--isolation`, already resolved from `auto`). Without
+    /// isolation they run in the current root filesystem, which is synced to each step's parent.
+    pub isolation: Isolation,
 }
 
 /// Where a build secret's value comes from.

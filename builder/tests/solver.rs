@@ -11,7 +11,7 @@ use kiln_builder::{BuildOutcome, BuildRequest, Error, SecretSource};
 use kiln_grammar::plan::PlanOptions;
 use kiln_oci::image::import_rootfs;
 use kiln_oci::{Compression, ImageConfig, LayerOptions, Reference, Store};
-use kiln_runner::Network;
+use kiln_runner::{Isolation, Network};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -180,6 +180,7 @@ impl Fixture {
             compression: Compression::default(),
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
+            isolation: Isolation::Namespace,
         }
     }
 

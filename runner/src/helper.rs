@@ -143,7 +143,14 @@ fn monitor(report: BorrowedFd<'_>) -> Result<Outcome> {
     let sigfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .step(|| "creating a signalfd".into())?;
 
-    let (etc_dir, etc) = write_etc_files(&spec)?;
+    // Without isolation nothing is mounted over the root's own /etc files, and a temporary
+    // directory made in the live root would show up in its diff.
+    let (etc_dir, etc) = if spec.isolation == crate::isolation::Isolation::None {
+        (None, EtcFiles::default())
+    } else {
+        let (dir, files) = write_etc_files(&spec)?;
+        (Some(dir), files)
+    };
     let filters = Filters::compile()?;
     let cgroup = Cgroup::create(&spec.limits, &format!("kiln-{}", getpid()))?;
     let pty = if spec.tty { Some(Pty::open()?) } else { None };
@@ -200,7 +207,7 @@ fn monitor(report: BorrowedFd<'_>) -> Result<Outcome> {
     let mut run = Running {
         pid,
         spec: &spec,
-        etc_dir: Some(etc_dir),
+        etc_dir,
         sigfd,
         messages: Some(File::from(msg_r)),
         pending: Vec::new(),

@@ -53,6 +53,7 @@ const READONLY: [&str; 5] = [
 const MAX_SYMLINKS: usize = 40;
 
 /// Where the runner's generated `/etc` files are on the host.
+#[derive(Default)]
 pub(crate) struct EtcFiles {
     pub hosts: PathBuf,
     pub resolv_conf: PathBuf,

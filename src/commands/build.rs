@@ -4,6 +4,7 @@
 //! `--metadata-file` and every `--output`.
 
 mod context;
+mod isolation;
 mod output;
 mod scratch;
 mod secrets;
@@ -98,6 +99,18 @@ pub struct BuildArgs {
     /// Push the image after building it (same as `--output type=registry`).
     #[arg(long)]
     pub push: bool,
+    /// How RUN steps are confined: auto (the strongest that works here), namespace, chroot,
+    /// or none (in this container's own root filesystem; see docs/isolation.md).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "auto",
+        env = "KILN_ISOLATION"
+    )]
+    pub isolation: String,
+    /// Allow --isolation none outside a detected container.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub buildx_only: BuildxOnly,
 }
@@ -285,6 +298,13 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         hint: None,
     })?;
     let network = args.network()?;
+    let isolation = isolation::choose(&args.isolation, args.force)?;
+    if !args.quiet {
+        eprintln!(
+            "kiln: RUN isolation: {} ({})",
+            isolation.isolation, isolation.why
+        );
+    }
     let labels = args.labels()?;
     let secrets = secrets::secrets(&args.secrets)?;
     let ssh = secrets::ssh(&args.ssh)?;
@@ -315,6 +335,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         compression,
         secrets,
         ssh,
+        isolation: isolation.isolation,
     };
 
     let progress = Progress::new(mode.display());
