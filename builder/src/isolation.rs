@@ -46,16 +46,24 @@ pub fn run_layer_step(
         return layer_step(ctx, state, instruction, name, key, created_by, execute);
     }
     let _root = LIVE_ROOT.lock().unwrap_or_else(|p| p.into_inner());
-    // The context is read by later COPY steps; the store and kiln's own files are left out by
-    // the snapshotter itself.
-    let exclude = vec![build.request.context.to_string_lossy().into_owned()];
+    // The context is read by later COPY steps, and the container's markers tell the next kiln
+    // that it runs in a container; the store and kiln's own files are left out by the
+    // snapshotter itself.
+    let exclude = vec![
+        build.request.context.to_string_lossy().into_owned(),
+        "/.dockerenv".to_string(),
+        "/run/.containerenv".to_string(),
+    ];
     let step = Step {
         instruction,
         name,
         key,
         created_by,
     };
-    let prepare =
-        |parent: Option<&_>| build.snapshotter.prepare_root(parent, Path::new("/"), &exclude);
+    let prepare = |parent: Option<&_>| {
+        build
+            .snapshotter
+            .prepare_root(parent, Path::new("/"), &exclude)
+    };
     layer_step_in(ctx, state, step, prepare, execute)
 }

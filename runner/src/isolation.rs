@@ -6,7 +6,8 @@
 //!   When a private mount namespace can still be made (CAP_SYS_ADMIN, no seccomp filter against
 //!   `unshare`), the sandbox's `/proc`, `/dev`, `/sys`, `/etc` files and bind mounts are set up
 //!   in it as in namespace mode; otherwise the process sees only what the rootfs holds (no
-//!   `/proc`, no device nodes unless the image ships them) and bind mounts are refused.
+//!   `/proc`, no device nodes unless the image ships them, `/etc/hosts`, `/etc/resolv.conf`
+//!   and `/etc/hostname` written where the image has none) and bind mounts are refused.
 //! - [`Isolation::None`]: the process runs in the caller's own root filesystem (the rootfs must
 //!   be `/`), as kaniko runs its steps. Only for throwaway containers.
 //!
@@ -151,17 +152,19 @@ pub(crate) fn enter(spec: &Spec, etc: &EtcFiles, console: Option<&Path>) -> Resu
             if wants_mounts {
                 return Err(refused_mounts(spec.isolation));
             }
+            let created = mounts::write_missing_etc_files(spec, &spec.rootfs)?;
             chroot_into(&spec.rootfs)?;
-            Ok(Vec::new())
+            Ok(created)
         }
         Isolation::None => {
+            let mut created = mounts::write_missing_etc_files(spec, Path::new("/"))?;
             if wants_mounts {
                 if !private_mount_namespace() {
                     return Err(refused_mounts(spec.isolation));
                 }
-                return mounts::user_mounts_in_place(spec);
+                created.extend(mounts::user_mounts_in_place(spec)?);
             }
-            Ok(Vec::new())
+            Ok(created)
         }
     }
 }

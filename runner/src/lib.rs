@@ -42,4 +42,5 @@ pub use launch::{
 };
 pub use nix::sys::signal::Signal;
 pub use protocol::{ExitStatus, HELPER_ARG, Outcome};
+pub use seccomp::Filters as SeccompFilters;
 pub use spec::{BindMount, DEFAULT_PATH, DEFAULT_STOP_TIMEOUT, Limits, Network, Spec, TmpfsMount};

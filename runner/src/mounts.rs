@@ -314,6 +314,29 @@ pub(crate) fn setup_in(
     Ok(points.created)
 }
 
+/// Where nothing can be mounted: `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` that the
+/// rootfs lacks are written with the runner's contents (files it has are left as they are).
+/// Returns what was created, as the mount points of a namespaced sandbox are: the same paths,
+/// so the step's layer leaves out the same entries in every isolation.
+pub(crate) fn write_missing_etc_files(spec: &Spec, root: &Path) -> Result<Vec<PathBuf>> {
+    let mut points = Mountpoints {
+        root,
+        created: Vec::new(),
+    };
+    for (container, contents) in [
+        ("/etc/hosts", spec.hosts_contents()),
+        ("/etc/resolv.conf", spec.resolv_conf_contents()),
+        ("/etc/hostname", spec.hostname_file_contents()),
+    ] {
+        let before = points.created.len();
+        let host = points.file(Path::new(container))?;
+        if points.created.len() > before {
+            fs::write(&host, contents).step(|| format!("writing {container}"))?;
+        }
+    }
+    Ok(points.created)
+}
+
 /// The caller's bind and tmpfs mounts, made right where they are asked for in the current root
 /// (no-isolation runs, in a private mount namespace). Returns the mount points created.
 pub(crate) fn user_mounts_in_place(spec: &Spec) -> Result<Vec<PathBuf>> {

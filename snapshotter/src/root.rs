@@ -233,6 +233,18 @@ fn join(rel: &[u8], name: &OsStr) -> Vec<u8> {
     v
 }
 
+/// Whether `rel` or a directory above it is excluded.
+fn excluded_or_below(x: &Exclusions, rel: &[u8]) -> bool {
+    let mut p = rel;
+    while !p.is_empty() {
+        if x.paths.contains(p) {
+            return true;
+        }
+        p = parent_of(p);
+    }
+    false
+}
+
 fn parent_of(rel: &[u8]) -> &[u8] {
     match rel.iter().rposition(|&b| b == b'/') {
         Some(i) => &rel[..i],
@@ -348,7 +360,22 @@ pub(crate) fn diff(
     out: impl Write,
     opts: &DiffOptions,
 ) -> Result<DiffStats> {
+    // The step's own exclusions (the sandbox's mount points) are left out like the root's.
+    let x = &Exclusions {
+        paths: x
+            .paths
+            .iter()
+            .cloned()
+            .chain(
+                opts.exclude
+                    .iter()
+                    .map(|p| p.trim_matches('/').as_bytes().to_vec()),
+            )
+            .collect(),
+        ..x.clone()
+    };
     let after = index(root, x)?;
+    let before_kept = |rel: &[u8]| !excluded_or_below(x, rel);
     let no_hints = CopyHints::default();
     // Candidates: new, or with any metadata moved (ctime catches content and attributes).
     let moved: Vec<(&Vec<u8>, &Node, Option<&Node>)> = after
@@ -421,7 +448,7 @@ pub(crate) fn diff(
         }
     }
     for rel in before.entries.keys() {
-        if after.entries.contains_key(rel) || under_recreated(rel) {
+        if after.entries.contains_key(rel) || under_recreated(rel) || !before_kept(rel) {
             continue;
         }
         // Only the topmost deleted path gets a whiteout, under a directory that still is one.

@@ -213,7 +213,13 @@ pub fn layer_step(
         key,
         created_by,
     };
-    layer_step_in(ctx, state, step, |parent| snapshotter.prepare(parent), execute)
+    layer_step_in(
+        ctx,
+        state,
+        step,
+        |parent| snapshotter.prepare(parent),
+        execute,
+    )
 }
 
 /// What [`layer_step_in`] records a step as.

@@ -95,9 +95,16 @@ pub fn container_evidence() -> Option<String> {
 }
 
 fn cgroup_names_container(text: &str) -> Option<&'static str> {
-    ["docker", "kubepods", "containerd", "libpod", "lxc", "buildkit"]
-        .into_iter()
-        .find(|name| text.lines().any(|l| l.contains(name)))
+    [
+        "docker",
+        "kubepods",
+        "containerd",
+        "libpod",
+        "lxc",
+        "buildkit",
+    ]
+    .into_iter()
+    .find(|name| text.lines().any(|l| l.contains(name)))
 }
 
 #[cfg(test)]
@@ -119,10 +126,7 @@ mod tests {
 
     #[test]
     fn unknown_modes_are_usage_errors() {
-        assert!(matches!(
-            choose("jail", false),
-            Err(CliError::Usage { .. })
-        ));
+        assert!(matches!(choose("jail", false), Err(CliError::Usage { .. })));
         let chosen = choose("chroot", false).expect("chroot");
         assert_eq!(chosen.isolation, Isolation::Chroot);
     }
