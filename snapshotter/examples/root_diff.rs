@@ -4,15 +4,15 @@
 //! cargo run --release -p kiln-snapshotter --example root_diff -- DIR [FILES]
 //! ```
 //!
-//! Makes a chain of FILES small files (100 per directory) in a copy-backed store under DIR,
-//! syncs an empty root to it, then measures what a RUN step that touches nothing costs: the
+//! Makes a chain of FILES small files (100 per directory) in a copy-backed store under DIR
+//! (or uses the one an earlier run left there), syncs a root to it, then measures what a RUN step that touches nothing costs: the
 //! sync of a root that already matches, and the diff after the step. Prints one JSON object.
 
 use std::fs;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use kiln_snapshotter::{DiffOptions, Snapshotter, SnapshotterOptions};
+use kiln_snapshotter::{ChainId, DiffOptions, Snapshotter, SnapshotterOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args_os().skip(1);
@@ -30,18 +30,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     )?;
 
+    // A chain made by an earlier run in DIR is used again (making 100,000 files takes minutes).
     let started = Instant::now();
-    let base = snap.prepare(None)?;
-    for i in 0..files {
-        let d = base.mount_point().join(format!("d{:04}", i / 100));
-        if i % 100 == 0 {
-            fs::create_dir(&d)?;
+    let saved = dir.join("chain");
+    let chain = match fs::read_to_string(&saved)
+        .ok()
+        .and_then(|text| ChainId::parse(text.trim()).ok())
+        .filter(|chain| snap.exists(chain))
+    {
+        Some(chain) => chain,
+        None => {
+            let base = snap.prepare(None)?;
+            for i in 0..files {
+                let d = base.mount_point().join(format!("d{:04}", i / 100));
+                if i % 100 == 0 {
+                    fs::create_dir(&d)?;
+                }
+                fs::write(d.join(format!("f{i}")), i.to_string())?;
+            }
+            let chain = base
+                .commit(std::io::sink(), &DiffOptions::default())?
+                .chain_id;
+            fs::write(&saved, chain.to_string())?;
+            chain
         }
-        fs::write(d.join(format!("f{i}")), i.to_string())?;
-    }
-    let chain = base
-        .commit(std::io::sink(), &DiffOptions::default())?
-        .chain_id;
+    };
     let made = started.elapsed();
 
     let root = dir.join("root");

@@ -18,6 +18,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use rustix::fs::{AtFlags, CWD, Dir, Mode, OFlags, Statx, StatxFlags};
+use rustix::io::Errno;
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
 
 use crate::copy::{copy_dir_metadata, copy_node, remove_tree};
 use crate::diff::{self, Change, CopyHints, DiffOptions, DiffStats};
@@ -39,7 +43,7 @@ pub(crate) struct Node {
     rdev: u64,
     /// Birth time where the filesystem records one: a freed inode number may go straight to
     /// the next directory created, so the number alone does not tell a recreated directory.
-    born: Option<std::time::SystemTime>,
+    born: Option<(i64, u32)>,
 }
 
 impl Node {
@@ -53,7 +57,28 @@ impl Node {
             ctime: (md.ctime(), md.ctime_nsec()),
             ino: md.ino(),
             rdev: md.rdev(),
-            born: md.created().ok(),
+            born: md
+                .created()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| Some((i64::try_from(d.as_secs()).ok()?, d.subsec_nanos()))),
+        }
+    }
+
+    fn of_statx(st: &Statx) -> Self {
+        let time = |t: &rustix::fs::StatxTimestamp| (t.tv_sec, i64::from(t.tv_nsec));
+        Node {
+            mode: u32::from(st.stx_mode),
+            uid: st.stx_uid,
+            gid: st.stx_gid,
+            size: st.stx_size,
+            mtime: time(&st.stx_mtime),
+            ctime: time(&st.stx_ctime),
+            ino: st.stx_ino,
+            rdev: rustix::fs::makedev(st.stx_rdev_major, st.stx_rdev_minor),
+            born: StatxFlags::from_bits_retain(st.stx_mask)
+                .contains(StatxFlags::BTIME)
+                .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec)),
         }
     }
 
@@ -183,37 +208,66 @@ pub fn own_files() -> Vec<String> {
 
 /// Walks `root` in parallel and records every entry not excluded.
 pub(crate) fn index(root: &Path, x: &Exclusions) -> Result<Index> {
-    let entries = walk(root, &[], x)?;
+    let fd = open_dir(CWD, root).map_err(|e| Error::io("opening", root, e))?;
+    let entries = walk(root, fd, &[], x)?;
     Ok(Index {
         entries: entries.into_iter().collect(),
     })
 }
 
-fn walk(dir: &Path, rel: &[u8], x: &Exclusions) -> Result<Vec<(Vec<u8>, Node)>> {
-    let mut names = Vec::new();
-    for e in fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))? {
-        names.push(e.map_err(|e| Error::io("listing", dir, e))?.file_name());
+fn open_dir<P: rustix::path::Arg>(at: impl AsFd, path: P) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        at,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// One directory's entries and everything below them. Every stat is relative to the open
+/// directory (no path lookups from the root), children in parallel.
+fn walk(root: &Path, dir: OwnedFd, rel: &[u8], x: &Exclusions) -> Result<Vec<(Vec<u8>, Node)>> {
+    let here = || host(root, rel);
+    let mut listing =
+        Dir::new(dir).map_err(|e| Error::io("listing", here(), io::Error::from(e)))?;
+    let mut names: Vec<CString> = Vec::new();
+    while let Some(entry) = listing.read() {
+        let entry = entry.map_err(|e| Error::io("listing", here(), io::Error::from(e)))?;
+        let name = entry.file_name();
+        if name != c"." && name != c".." {
+            names.push(name.to_owned());
+        }
     }
+    let fd = listing
+        .fd()
+        .map_err(|e| Error::io("listing", here(), io::Error::from(e)))?;
     let per_child: Vec<Vec<(Vec<u8>, Node)>> = names
         .par_iter()
         .map(|name| -> Result<Vec<(Vec<u8>, Node)>> {
-            let child = join(rel, name);
+            let child = join(rel, OsStr::from_bytes(name.to_bytes()));
             if x.paths.contains(&child) {
                 return Ok(Vec::new());
             }
-            let path = dir.join(name);
-            let md = match fs::symlink_metadata(&path) {
-                Ok(md) => md,
+            let st = match rustix::fs::statx(
+                fd,
+                name.as_c_str(),
+                AtFlags::SYMLINK_NOFOLLOW,
+                StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+            ) {
+                Ok(st) => st,
                 // Gone between the listing and the stat: a process of the host is busy here.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-                Err(e) => return Err(Error::io("reading", &path, e)),
+                Err(Errno::NOENT) => return Ok(Vec::new()),
+                Err(e) => return Err(Error::io("reading", host(root, &child), io::Error::from(e))),
             };
-            let node = Node::of(&md);
-            if md.is_dir() {
-                if x.device.is_some_and(|d| d != md.dev()) {
+            let node = Node::of_statx(&st);
+            if node.is_dir() {
+                let device = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
+                if x.device.is_some_and(|d| d != device) {
                     return Ok(Vec::new());
                 }
-                let mut below = walk(&path, &child, x)?;
+                let sub = open_dir(fd, name.as_c_str())
+                    .map_err(|e| Error::io("opening", host(root, &child), e))?;
+                let mut below = walk(root, sub, &child, x)?;
                 below.push((child, node));
                 return Ok(below);
             }
@@ -272,44 +326,79 @@ pub struct SyncStats {
 }
 
 /// Makes `root` hold what `flat` holds, leaving the exclusions alone. Entries whose recorded
-/// metadata already match are kept as they are.
-pub(crate) fn sync(flat: &Path, root: &Path, x: &Exclusions) -> Result<SyncStats> {
+/// metadata already match are kept as they are. Returns what it did and the root's index
+/// afterwards.
+pub(crate) fn sync(flat: &Path, root: &Path, x: &Exclusions) -> Result<(SyncStats, Index)> {
     let (want, have) = rayon::join(|| index(flat, &x.any_device()), || index(root, x));
     let (want, have) = (want?, have?);
-    let mut names: Vec<&Vec<u8>> = want.entries.keys().chain(have.entries.keys()).collect();
-    names.sort_by(|a, b| tree_order(a, b));
-    names.dedup();
+    // What needs work, found in parallel; usually little, so only that is sorted.
+    let extra = have
+        .entries
+        .par_iter()
+        .filter(|(rel, _)| !want.entries.contains_key(*rel) && !x.ancestors.contains(*rel))
+        .map(|(rel, _)| Ok(rel));
+    let differing = want.entries.par_iter().filter_map(|(rel, w)| {
+        let h = have.entries.get(rel)?;
+        let same = if w.is_dir() && h.is_dir() {
+            w.same_recorded(h)
+        } else {
+            let link = || same_link(&host(flat, rel), &host(root, rel), w);
+            match (w.kind() == h.kind() && w.same_recorded(h)).then(link) {
+                Some(Ok(same)) => same,
+                Some(Err(e)) => return Some(Err(e)),
+                None => false,
+            }
+        };
+        (!same).then_some(Ok(rel))
+    });
+    let missing = want
+        .entries
+        .par_iter()
+        .filter(|(rel, _)| !have.entries.contains_key(*rel))
+        .map(|(rel, _)| Ok(rel));
+    let mut work: Vec<&Vec<u8>> = extra
+        .chain(differing)
+        .chain(missing)
+        .collect::<Result<_>>()?;
+    if work.is_empty() {
+        return Ok((SyncStats::default(), have));
+    }
+    work.sort_by(|a, b| tree_order(a, b));
+
     let mut stats = SyncStats::default();
     // A subtree just copied or removed whole: its descendants need nothing more.
-    let mut done: Option<Vec<u8>> = None;
-    let mut dirs = Vec::new();
-    for rel in names {
-        if let Some(d) = &done
+    let mut done: Option<&[u8]> = None;
+    // Directories whose metadata is set last, deepest first: changes below move their mtime.
+    let mut dirs: HashSet<&[u8]> = HashSet::new();
+    for rel in work {
+        if let Some(d) = done
             && rel.len() > d.len()
             && rel.starts_with(d)
             && rel[d.len()] == b'/'
         {
             continue;
         }
+        let mut p = parent_of(rel);
+        while !p.is_empty() && dirs.insert(p) {
+            p = parent_of(p);
+        }
         let (src, dst) = (host(flat, rel), host(root, rel));
         match (want.entries.get(rel), have.entries.get(rel)) {
             (None, None) => {}
-            (None, Some(_)) if x.ancestors.contains(rel) => {}
+            (Some(w), Some(h)) if w.is_dir() && h.is_dir() => {
+                dirs.insert(rel);
+            }
             (None, Some(_)) => {
                 remove_tree(&dst)?;
                 stats.removed += 1;
-                done = Some(rel.clone());
+                done = Some(rel);
             }
             (Some(_), None) => {
                 copy_node(&src, &dst)?;
                 stats.copied += 1;
-                done = Some(rel.clone());
+                done = Some(rel);
             }
-            (Some(w), Some(h)) if w.is_dir() && h.is_dir() => dirs.push(rel.clone()),
-            (Some(w), Some(h)) => {
-                if w.kind() == h.kind() && w.same_recorded(h) && same_link(&src, &dst, w)? {
-                    continue;
-                }
+            (Some(_), Some(_)) => {
                 if x.ancestors.contains(rel) {
                     return Err(Error::io(
                         "replacing",
@@ -322,19 +411,24 @@ pub(crate) fn sync(flat: &Path, root: &Path, x: &Exclusions) -> Result<SyncStats
                 remove_tree(&dst)?;
                 copy_node(&src, &dst)?;
                 stats.copied += 1;
-                done = Some(rel.clone());
+                done = Some(rel);
             }
         }
     }
-    // Directory metadata last, deepest first: changes below a directory move its mtime.
-    for rel in dirs.iter().rev() {
+    let mut dirs: Vec<&[u8]> = dirs.into_iter().collect();
+    dirs.sort_by(|a, b| tree_order(b, a));
+    for rel in dirs {
         let (src, dst) = (host(flat, rel), host(root, rel));
+        if !src.is_dir() {
+            // Above an exclusion only: kept as the root has it.
+            continue;
+        }
         let (w, h) = (lstat(&src)?, lstat(&dst)?);
         if !Node::of(&w).same_recorded(&Node::of(&h)) {
             copy_dir_metadata(&src, &dst)?;
         }
     }
-    Ok(stats)
+    Ok((stats, index(root, x)?))
 }
 
 fn same_link(a: &Path, b: &Path, node: &Node) -> Result<bool> {

@@ -456,8 +456,7 @@ impl Snapshotter {
                 .filter_map(|p| relative_to(root, p)),
             Some(device),
         );
-        root::sync(&lower, root, &exclusions)?;
-        let before = root::index(root, &exclusions)?;
+        let (_, before) = root::sync(&lower, root, &exclusions)?;
         active.state = State::Root {
             root: root.to_path_buf(),
             lower,

@@ -299,7 +299,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
     })?;
     let network = args.network()?;
     let isolation = isolation::choose(&args.isolation, args.force)?;
-    if !args.quiet {
+    if mode != Mode::Quiet {
         eprintln!(
             "kiln: RUN isolation: {} ({})",
             isolation.isolation, isolation.why
