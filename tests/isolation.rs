@@ -230,7 +230,7 @@ fn auto_in_a_locked_down_child_falls_back_to_chroot_and_builds_the_same_images()
         succeeded("the locked-down build", &out);
         let log = String::from_utf8_lossy(&out.stderr);
         assert!(
-            log.contains("kiln: RUN isolation: chroot (auto; namespace refused:"),
+            log.contains("WARNING: RUN isolation: chroot (auto; namespace refused:"),
             "{log}"
         );
         assert!(log.contains("overlayfs cannot be mounted here"), "{log}");
@@ -393,7 +393,9 @@ fn none_builds_in_a_throwaway_root_the_same_images() {
         succeeded("the build without isolation", &out);
         let log = String::from_utf8_lossy(&out.stderr);
         assert!(
-            log.contains("kiln: RUN isolation: none (as requested; in a container (/.dockerenv))"),
+            log.contains(
+                "WARNING: RUN isolation: none (as requested; in a container (/.dockerenv))"
+            ),
             "{log}"
         );
         let got = inspect(&throwaway.root.join("kiln/store"), "built:1");

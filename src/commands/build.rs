@@ -299,12 +299,6 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
     })?;
     let network = args.network()?;
     let isolation = isolation::choose(&args.isolation, args.force)?;
-    if mode != Mode::Quiet {
-        eprintln!(
-            "kiln: RUN isolation: {} ({})",
-            isolation.isolation, isolation.why
-        );
-    }
     let labels = args.labels()?;
     let secrets = secrets::secrets(&args.secrets)?;
     let ssh = secrets::ssh(&args.ssh)?;
@@ -339,6 +333,9 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
     };
 
     let progress = Progress::new(mode.display());
+    if let Some(warning) = isolation.warning() {
+        progress.emit(warning);
+    }
     let finished = build_and_export(&store, &request, &tags, &outputs, &progress).and_then(
         |(outcome, image)| {
             if let Some(path) = &args.iidfile {

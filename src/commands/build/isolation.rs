@@ -2,6 +2,7 @@
 //! and, for `auto`, the strongest one this machine allows, found by probing once.
 
 use crate::error::{CliError, CliResult};
+use kiln_builder::events::Event;
 use kiln_runner::Isolation;
 use std::path::Path;
 
@@ -10,6 +11,15 @@ use std::path::Path;
 pub struct Choice {
     pub isolation: Isolation,
     pub why: String,
+}
+
+impl Choice {
+    /// What the build log says about a choice weaker than namespaces (nothing otherwise).
+    pub fn warning(&self) -> Option<Event> {
+        (!self.isolation.is_namespaced()).then(|| Event::Warning {
+            message: format!("RUN isolation: {} ({})", self.isolation, self.why),
+        })
+    }
 }
 
 /// Resolves the flag's value. `none` is refused outside a container unless `force` is given:
