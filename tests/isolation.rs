@@ -239,7 +239,7 @@ fn auto_in_a_locked_down_child_falls_back_to_chroot_and_builds_the_same_images()
 }
 
 #[test]
-fn what_a_mode_cannot_offer_is_refused_clearly() {
+fn what_a_mode_cannot_offer_is_refused_clearly_and_chroot_keeps_mounts_where_it_can() {
     let Some(env) = Env::new() else { return };
     let root = env.path("store");
     env.store(&root);
@@ -282,6 +282,38 @@ fn what_a_mode_cannot_offer_is_refused_clearly() {
     assert!(text.contains("this environment refuses mounts"), "{text}");
     let text = refused("FROM busybox:latest\n", "jail", false);
     assert!(text.contains("unknown --isolation \"jail\""), "{text}");
+
+    // Where a mount namespace can still be made, chroot isolation keeps RUN --mount.
+    let ctx = env.path("cache");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:latest\nRUN --mount=type=cache,target=/c echo kept > /c/x\n\
+         RUN --mount=type=cache,target=/c cp /c/x /from-cache && test -e /proc/self\n",
+    )
+    .unwrap();
+    let out = kiln(
+        &root,
+        &[
+            "build",
+            "--isolation",
+            "chroot",
+            "-o",
+            &format!("type=local,dest={}", env.path("cache-fs").display()),
+            ctx.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    succeeded("a cache mount with chroot isolation", &out);
+    assert_eq!(
+        std::fs::read_to_string(env.path("cache-fs/from-cache")).unwrap(),
+        "kept\n"
+    );
+    assert!(
+        !env.path("cache-fs/c/x").exists(),
+        "the cache is not in the image"
+    );
 }
 
 /// A throwaway root for `--isolation none`: a busybox tree with kiln, its libraries, a store
