@@ -613,7 +613,7 @@ fn same_content(a: &Path, b: &Path) -> Result<bool> {
     }
 }
 
-fn lstat(p: &Path) -> Result<Metadata> {
+pub(crate) fn lstat(p: &Path) -> Result<Metadata> {
     fs::symlink_metadata(p).map_err(|e| Error::io("reading", p, e))
 }
 
@@ -634,7 +634,7 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<OsString>> {
     Ok(names)
 }
 
-fn join(rel: &[u8], name: &OsStr) -> Vec<u8> {
+pub(crate) fn join(rel: &[u8], name: &OsStr) -> Vec<u8> {
     let mut v = Vec::with_capacity(rel.len() + 1 + name.len());
     if !rel.is_empty() {
         v.extend_from_slice(rel);

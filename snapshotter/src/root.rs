@@ -24,7 +24,7 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 
 use crate::copy::{copy_dir_metadata, copy_node, remove_tree};
-use crate::diff::{self, Change, CopyHints, DiffOptions, DiffStats};
+use crate::diff::{self, Change, CopyHints, DiffOptions, DiffStats, join, lstat};
 use crate::error::{Error, Result};
 
 /// Paths never walked in a root, whatever else is excluded: kernel filesystems.
@@ -277,16 +277,6 @@ fn walk(root: &Path, dir: OwnedFd, rel: &[u8], x: &Exclusions) -> Result<Vec<(Ve
     Ok(per_child.into_iter().flatten().collect())
 }
 
-fn join(rel: &[u8], name: &OsStr) -> Vec<u8> {
-    let mut v = Vec::with_capacity(rel.len() + 1 + name.len());
-    if !rel.is_empty() {
-        v.extend_from_slice(rel);
-        v.push(b'/');
-    }
-    v.extend_from_slice(name.as_bytes());
-    v
-}
-
 /// Whether `rel` or a directory above it is excluded.
 fn excluded_or_below(x: &Exclusions, rel: &[u8]) -> bool {
     let mut p = rel;
@@ -437,10 +427,6 @@ fn same_link(a: &Path, b: &Path, node: &Node) -> Result<bool> {
     }
     let read = |p: &Path| fs::read_link(p).map_err(|e| Error::io("reading link", p, e));
     Ok(read(a)? == read(b)?)
-}
-
-fn lstat(p: &Path) -> Result<Metadata> {
-    fs::symlink_metadata(p).map_err(|e| Error::io("reading", p, e))
 }
 
 /// The changes of `root` since `before` was taken, as a layer tar into `out`. `lower` is the
