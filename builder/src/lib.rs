@@ -11,6 +11,7 @@ pub mod events;
 pub mod explain;
 pub mod history;
 mod inroot;
+mod isolation;
 mod path;
 mod pull;
 pub mod remote;

@@ -4,7 +4,7 @@
 use crate::remote_cache::{CacheLocation, ExportableCache};
 use kiln_grammar::plan::PlanOptions;
 use kiln_oci::Compression;
-use kiln_runner::Network;
+use kiln_runner::{Isolation, Network};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -46,6 +46,9 @@ pub struct BuildRequest {
     pub ssh: BTreeMap<String, PathBuf>,
     /// `--cache-from`: exported caches to look steps up in, in order, after the store's own.
     pub cache_from: Vec<CacheLocation>,
+    /// How RUN steps are confined (`--isolation`, already resolved from `auto`). Without
+    /// isolation they run in the current root filesystem, which is synced to each step's parent.
+    pub isolation: Isolation,
 }
 
 /// Where a build secret's value comes from.

@@ -24,7 +24,8 @@ use crate::state::StageState;
 use kiln_grammar::expand::Lexer;
 use kiln_grammar::plan::{BuildPlan, plan};
 use kiln_oci::{Reference, Store};
-use kiln_snapshotter::{Backend, Snapshotter};
+use kiln_runner::Isolation;
+use kiln_snapshotter::{Backend, Snapshotter, SnapshotterOptions};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -79,8 +80,17 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildOutc
 
     let store = Store::open(&request.store_root)?;
     crate::stage::add_trigger_deps(&dockerfile, &request.plan, &mut plan, &store)?;
-    let snapshotter = Snapshotter::new(&request.store_root)?;
-    if let Backend::Copy { reason } = snapshotter.backend() {
+    // RUN steps in the live root are diffed against flattened chains, which copies keep.
+    let snapshotter = Snapshotter::with_options(
+        &request.store_root,
+        SnapshotterOptions {
+            force_copy: request.isolation == Isolation::None,
+            ..SnapshotterOptions::default()
+        },
+    )?;
+    if let Backend::Copy { reason } = snapshotter.backend()
+        && request.isolation != Isolation::None
+    {
         events.emit(Event::Warning {
             message: format!("{reason}; using copies of the filesystem, which is slower"),
         });

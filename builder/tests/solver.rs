@@ -11,7 +11,7 @@ use kiln_builder::{BuildOutcome, BuildRequest, Error, SecretSource};
 use kiln_grammar::plan::PlanOptions;
 use kiln_oci::image::import_rootfs;
 use kiln_oci::{Compression, ImageConfig, LayerOptions, Reference, Store};
-use kiln_runner::Network;
+use kiln_runner::{Isolation, Network};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -182,6 +182,7 @@ impl Fixture {
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
             cache_from: Vec::new(),
+            isolation: Isolation::Namespace,
         }
     }
 

@@ -67,12 +67,16 @@ fn run(ctx: &Context<'_>, messages: &mut File) -> Result<Infallible> {
     setsid().step(|| "starting a session".into())?;
     wait_for_go(ctx.sync)?;
     let spec = ctx.spec;
-    sethostname(&spec.hostname).step(|| format!("setting the hostname {:?}", spec.hostname))?;
-    if spec.network == Network::None {
-        network::bring_up_loopback()?;
-    }
     let console = ctx.console;
-    let created = mounts::setup(spec, ctx.etc, console, ctx.rootless)?;
+    let created = if spec.isolation.is_namespaced() {
+        sethostname(&spec.hostname).step(|| format!("setting the hostname {:?}", spec.hostname))?;
+        if spec.network == Network::None {
+            network::bring_up_loopback()?;
+        }
+        mounts::setup(spec, ctx.etc, console, ctx.rootless)?
+    } else {
+        crate::isolation::enter(spec, ctx.etc, console)?
+    };
     ChildMessage::Created(created).send(messages);
 
     let user = process::resolve_user(spec)?;

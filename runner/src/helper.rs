@@ -134,14 +134,23 @@ fn monitor(report: BorrowedFd<'_>) -> Result<Outcome> {
     let spec = read_spec()?;
     spec.validate()?;
     let rootless = !Uid::effective().is_root();
-    let mapping = rootless.then(IdMapping::for_caller);
+    let namespaced = spec.isolation.is_namespaced();
+    // Without a user namespace there is nothing to map: ids are the host's.
+    let mapping = (rootless && namespaced).then(IdMapping::for_caller);
 
     let signals = signal_set();
     signals.thread_block().step(|| "blocking signals".into())?;
     let sigfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .step(|| "creating a signalfd".into())?;
 
-    let (etc_dir, etc) = write_etc_files(&spec)?;
+    // Without isolation nothing is mounted over the root's own /etc files, and a temporary
+    // directory made in the live root would show up in its diff.
+    let (etc_dir, etc) = if spec.isolation == crate::isolation::Isolation::None {
+        (None, EtcFiles::default())
+    } else {
+        let (dir, files) = write_etc_files(&spec)?;
+        (Some(dir), files)
+    };
     let filters = Filters::compile()?;
     let cgroup = Cgroup::create(&spec.limits, &format!("kiln-{}", getpid()))?;
     let pty = if spec.tty { Some(Pty::open()?) } else { None };
@@ -156,11 +165,16 @@ fn monitor(report: BorrowedFd<'_>) -> Result<Outcome> {
         console: pty.as_ref().map(|p| p.slave_path.as_path()),
         tty_slave: pty.as_ref().map(|p| p.slave.as_raw_fd()),
         rootless,
-        allows_setgroups: mapping.as_ref().is_none_or(IdMapping::allows_setgroups),
+        allows_setgroups: mapping.as_ref().is_none_or(IdMapping::allows_setgroups)
+            && (namespaced || !rootless),
         filters: &filters,
     };
     let mut stack = vec![0u8; STACK_SIZE];
-    let flags = namespaces::clone_flags(&spec, rootless);
+    let flags = if namespaced {
+        namespaces::clone_flags(&spec, rootless)
+    } else {
+        nix::sched::CloneFlags::empty()
+    };
     // SAFETY: this process is single-threaded (a fresh exec of the kiln binary that started no
     // threads), so the child may run arbitrary code; it never returns into our stack frames.
     let pid = unsafe {
@@ -193,7 +207,7 @@ fn monitor(report: BorrowedFd<'_>) -> Result<Outcome> {
     let mut run = Running {
         pid,
         spec: &spec,
-        etc_dir: Some(etc_dir),
+        etc_dir,
         sigfd,
         messages: Some(File::from(msg_r)),
         pending: Vec::new(),
@@ -209,6 +223,11 @@ fn monitor(report: BorrowedFd<'_>) -> Result<Outcome> {
     };
     run.event_loop(report);
     reaper.0 = None;
+    if !namespaced {
+        // No PID namespace takes the command's leftovers with it: its process group goes now
+        // (the sandbox started a session of its own, so the group is its alone).
+        let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
+    }
     run.finish();
 
     if let Some(f) = run.failure {

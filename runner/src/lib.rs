@@ -20,6 +20,7 @@ mod fds;
 mod forward;
 mod helper;
 mod init;
+mod isolation;
 mod launch;
 mod mounts;
 mod namespaces;
@@ -34,10 +35,12 @@ pub mod user;
 pub use capabilities::{DEFAULT_CAPABILITIES, default_mask as default_capability_mask};
 pub use error::{Error, Result};
 pub use forward::SignalForwarding;
+pub use isolation::Isolation;
 pub use launch::{
     Sandbox, Stdio, Streams, helper_main_if_requested, run, run_with_helper, spawn,
     spawn_with_helper,
 };
 pub use nix::sys::signal::Signal;
 pub use protocol::{ExitStatus, HELPER_ARG, Outcome};
+pub use seccomp::Filters as SeccompFilters;
 pub use spec::{BindMount, DEFAULT_PATH, DEFAULT_STOP_TIMEOUT, Limits, Network, Spec, TmpfsMount};

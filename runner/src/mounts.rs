@@ -53,6 +53,7 @@ const READONLY: [&str; 5] = [
 const MAX_SYMLINKS: usize = 40;
 
 /// Where the runner's generated `/etc` files are on the host.
+#[derive(Default)]
 pub(crate) struct EtcFiles {
     pub hosts: PathBuf,
     pub resolv_conf: PathBuf,
@@ -235,6 +236,15 @@ impl UserMount<'_> {
     }
 }
 
+/// How the sandbox switches into its prepared root.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enter {
+    /// `pivot_root`, detaching the old root (namespace isolation).
+    Pivot,
+    /// `chroot` (chroot isolation in a private mount namespace).
+    Chroot,
+}
+
 /// Builds the sandbox's filesystem and switches into it. Runs inside the new mount namespace,
 /// as (namespaced) root. Returns the mount points it created in the rootfs.
 pub(crate) fn setup(
@@ -242,6 +252,17 @@ pub(crate) fn setup(
     etc: &EtcFiles,
     console: Option<&Path>,
     rootless: bool,
+) -> Result<Vec<PathBuf>> {
+    setup_in(spec, etc, console, rootless, Enter::Pivot)
+}
+
+/// [`setup`], entering the root the way `enter` says.
+pub(crate) fn setup_in(
+    spec: &Spec,
+    etc: &EtcFiles,
+    console: Option<&Path>,
+    rootless: bool,
+    enter: Enter,
 ) -> Result<Vec<PathBuf>> {
     // Nothing mounted from here on may propagate back to the host.
     do_mount(
@@ -283,6 +304,52 @@ pub(crate) fn setup(
         do_mount(Some(host), &target, None, MsFlags::MS_BIND, None)?;
     }
 
+    mount_user_mounts(spec, &mut points)?;
+
+    match enter {
+        Enter::Pivot => pivot(root)?,
+        Enter::Chroot => crate::isolation::chroot_into(root)?,
+    }
+    mask_paths()?;
+    Ok(points.created)
+}
+
+/// Where nothing can be mounted: `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` that the
+/// rootfs lacks are written with the runner's contents (files it has are left as they are).
+/// Returns what was created, as the mount points of a namespaced sandbox are: the same paths,
+/// so the step's layer leaves out the same entries in every isolation.
+pub(crate) fn write_missing_etc_files(spec: &Spec, root: &Path) -> Result<Vec<PathBuf>> {
+    let mut points = Mountpoints {
+        root,
+        created: Vec::new(),
+    };
+    for (container, contents) in [
+        ("/etc/hosts", spec.hosts_contents()),
+        ("/etc/resolv.conf", spec.resolv_conf_contents()),
+        ("/etc/hostname", spec.hostname_file_contents()),
+    ] {
+        let before = points.created.len();
+        let host = points.file(Path::new(container))?;
+        if points.created.len() > before {
+            fs::write(&host, contents).step(|| format!("writing {container}"))?;
+        }
+    }
+    Ok(points.created)
+}
+
+/// The caller's bind and tmpfs mounts, made right where they are asked for in the current root
+/// (no-isolation runs, in a private mount namespace). Returns the mount points created.
+pub(crate) fn user_mounts_in_place(spec: &Spec) -> Result<Vec<PathBuf>> {
+    let mut points = Mountpoints {
+        root: Path::new("/"),
+        created: Vec::new(),
+    };
+    mount_user_mounts(spec, &mut points)?;
+    Ok(points.created)
+}
+
+/// Mounts the spec's bind and tmpfs mounts in the rootfs, parents before children.
+fn mount_user_mounts(spec: &Spec, points: &mut Mountpoints<'_>) -> Result<()> {
     let mut user_mounts: Vec<UserMount<'_>> = spec
         .mounts
         .iter()
@@ -321,9 +388,7 @@ pub(crate) fn setup(
         }
     }
 
-    pivot(root)?;
-    mask_paths()?;
-    Ok(points.created)
+    Ok(())
 }
 
 fn setup_dev(dev: &Path, console: Option<&Path>, rootless: bool) -> Result<()> {

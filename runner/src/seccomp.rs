@@ -109,11 +109,12 @@ fn arch() -> Result<TargetArch> {
     std::env::consts::ARCH.try_into().map_err(err)
 }
 
-/// The compiled filters, to be installed in order right before `execve`.
-pub(crate) struct Filters(Vec<BpfProgram>);
+/// The compiled filters (docker's default profile as an unprivileged container gets it: no
+/// mounts, no new namespaces), to be installed in order right before `execve`.
+pub struct Filters(Vec<BpfProgram>);
 
 impl Filters {
-    pub(crate) fn compile() -> Result<Filters> {
+    pub fn compile() -> Result<Filters> {
         let mut eperm: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
         for nr in DENIED.iter().chain(DENIED_ARCH) {
             for n in with_x32(*nr) {
@@ -159,7 +160,8 @@ impl Filters {
     }
 
     /// Installs the filters on the calling thread. Needs `no_new_privs` (or CAP_SYS_ADMIN).
-    pub(crate) fn install(&self) -> Result<()> {
+    /// Makes system calls only, so it may run between `fork` and `exec`.
+    pub fn install(&self) -> Result<()> {
         for program in &self.0 {
             seccompiler::apply_filter(program)
                 .map_err(|e| Error::setup("installing the seccomp filter", e))?;

@@ -6,6 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::isolation::Isolation;
 
 /// The `PATH` a process gets when its environment has none, as docker sets it.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -48,6 +49,9 @@ pub struct Spec {
     pub hostname_file: Option<String>,
     /// Grace period between a forwarded SIGINT/SIGTERM and SIGKILL.
     pub stop_timeout: Duration,
+    /// How the process is confined (namespaces by default).
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +123,7 @@ impl Spec {
             resolv_conf: None,
             hostname_file: None,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
+            isolation: Isolation::Namespace,
         }
     }
 
@@ -164,8 +169,37 @@ impl Spec {
         {
             return invalid(format!("cpus must be a positive number, not {cpus}"));
         }
+        self.validate_isolation()?;
         if self.limits.pids == Some(0) || self.limits.memory == Some(0) {
             return invalid("a limit of 0 would stop anything from running".into());
+        }
+        Ok(())
+    }
+
+    /// What a sandbox without namespaces cannot give: a network of its own, and (without
+    /// isolation) any root filesystem but the current one.
+    fn validate_isolation(&self) -> Result<()> {
+        if self.isolation.is_namespaced() {
+            return Ok(());
+        }
+        if self.network == Network::None {
+            return Err(Error::InvalidSpec(format!(
+                "network none needs a network namespace, which {} isolation does not create",
+                self.isolation
+            )));
+        }
+        if self.isolation == Isolation::None && self.rootfs != Path::new("/") {
+            return Err(Error::InvalidSpec(format!(
+                "without isolation a process runs in the current root filesystem, not in {}",
+                self.rootfs.display()
+            )));
+        }
+        if self.tty {
+            return Err(Error::InvalidSpec(format!(
+                "a terminal needs a mount namespace for /dev/console, which {} isolation does not \
+                 create",
+                self.isolation
+            )));
         }
         Ok(())
     }

@@ -76,6 +76,30 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     paths::remove_all_at(dir.as_fd(), name).map_err(|e| Error::io("removing", path, e))
 }
 
+/// Copies one node (a directory with everything below it) from `src` to `dst`, which must not
+/// exist, keeping what [`copy_tree`] keeps.
+pub(crate) fn copy_node(src: &Path, dst: &Path) -> Result<()> {
+    let md = fs::symlink_metadata(src).map_err(|e| Error::io("reading", src, e))?;
+    let mut c = Copier {
+        links: HashMap::new(),
+        stats: CopyStats::default(),
+        chown: crate::privilege::is_root(),
+    };
+    c.copy(src, dst, &md)
+}
+
+/// Gives the existing directory `dst` the owner, mode, attributes and times of `src`.
+pub(crate) fn copy_dir_metadata(src: &Path, dst: &Path) -> Result<()> {
+    let md = fs::symlink_metadata(src).map_err(|e| Error::io("reading", src, e))?;
+    copy_metadata(
+        src,
+        dst,
+        &md,
+        FileType::Directory,
+        crate::privilege::is_root(),
+    )
+}
+
 struct Copier {
     /// (device, inode) of multiply-linked files already copied → their copy.
     links: HashMap<(u64, u64), std::path::PathBuf>,

@@ -163,6 +163,20 @@ pub(crate) fn diff_copy(
     e.finish()
 }
 
+/// Writes changes found by another comparison (the no-isolation root diff), in the order given,
+/// as a layer tar into `out`.
+pub(crate) fn write_changes(
+    out: impl Write,
+    opts: &DiffOptions,
+    changes: Vec<Change>,
+) -> Result<DiffStats> {
+    let mut e = Emitter::new(out, opts)?;
+    for c in changes {
+        e.emit(c)?;
+    }
+    e.finish()
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Source {
     /// Every node is an entry.
@@ -173,7 +187,7 @@ enum Source {
 
 /// A change found by comparing trees, emitted once the whole comparison is done (a directory
 /// is only known to belong in the diff after its children were compared).
-enum Change {
+pub(crate) enum Change {
     Entry {
         path: PathBuf,
         rel: Vec<u8>,
@@ -517,7 +531,12 @@ fn is_whiteout(md: &Metadata, xattrs: &[(OsString, Vec<u8>)]) -> bool {
 
 /// Whether the metadata a layer records differs (type, mode, owner, mtime, attributes, device
 /// number, link target).
-fn metadata_differs(lpath: &Path, l: &Metadata, upath: &Path, u: &Metadata) -> Result<bool> {
+pub(crate) fn metadata_differs(
+    lpath: &Path,
+    l: &Metadata,
+    upath: &Path,
+    u: &Metadata,
+) -> Result<bool> {
     if l.mode() != u.mode()
         || l.uid() != u.uid()
         || l.gid() != u.gid()
@@ -544,7 +563,7 @@ fn metadata_differs(lpath: &Path, l: &Metadata, upath: &Path, u: &Metadata) -> R
     Ok(diffable_xattrs(lpath)? != diffable_xattrs(upath)?)
 }
 
-fn file_differs(
+pub(crate) fn file_differs(
     lpath: &Path,
     l: &Metadata,
     upath: &Path,
@@ -594,7 +613,7 @@ fn same_content(a: &Path, b: &Path) -> Result<bool> {
     }
 }
 
-fn lstat(p: &Path) -> Result<Metadata> {
+pub(crate) fn lstat(p: &Path) -> Result<Metadata> {
     fs::symlink_metadata(p).map_err(|e| Error::io("reading", p, e))
 }
 
@@ -615,7 +634,7 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<OsString>> {
     Ok(names)
 }
 
-fn join(rel: &[u8], name: &OsStr) -> Vec<u8> {
+pub(crate) fn join(rel: &[u8], name: &OsStr) -> Vec<u8> {
     let mut v = Vec::with_capacity(rel.len() + 1 + name.len());
     if !rel.is_empty() {
         v.extend_from_slice(rel);

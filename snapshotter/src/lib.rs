@@ -48,6 +48,7 @@ pub mod gc;
 mod mount;
 mod paths;
 mod privilege;
+mod root;
 mod snapshotter;
 mod sparse;
 mod tarwrite;
@@ -62,5 +63,6 @@ pub use mount::{
     KernelMounter, MountPlan, Mounter, OverlayMount, OverlayOptions, is_mounted, plan_legacy_mount,
 };
 pub use paths::{RelPath, Root, fd_path, list_dir, remove_all_at, type_at};
+pub use root::{SyncStats, mount_points, own_files};
 pub use snapshotter::{ActiveSnapshot, Backend, Committed, Snapshotter, SnapshotterOptions};
 pub use xattr::{XattrNamespace, is_overlay_internal, list as list_xattrs, set as set_xattr};

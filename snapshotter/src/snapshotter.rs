@@ -30,6 +30,7 @@ use crate::copy::{copy_tree, remove_tree};
 use crate::diff::{self, CopyHints, DiffOptions, DiffStats};
 use crate::error::{Error, Result};
 use crate::mount::{KernelMounter, Mounter, OverlayMount, OverlayOptions, is_mounted};
+use crate::root;
 use crate::xattr::XattrNamespace;
 
 /// Overlayfs allows at most this many lower layers.
@@ -396,6 +397,75 @@ impl Snapshotter {
         Ok(active)
     }
 
+    /// Prepares the live root filesystem `root` (normally `/`) as the writable snapshot of a
+    /// step that runs without isolation: everything in it but `exclude` (root-relative or
+    /// absolute paths), kiln's own files, other filesystems and mount points is made to match
+    /// `parent`'s flattened chain, and its metadata recorded so that the diff finds what the
+    /// step changed. Needs the copy backend (which keeps flattened chains).
+    pub fn prepare_root(
+        &self,
+        parent: Option<&ChainId>,
+        root: &Path,
+        exclude: &[String],
+    ) -> Result<ActiveSnapshot> {
+        if self.is_overlay() {
+            return Err(Error::io(
+                "preparing",
+                root,
+                io::Error::other("a live root needs the copy snapshotter (force_copy)"),
+            ));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix(".active-")
+            .tempdir_in(&self.inner.dir)
+            .map_err(|e| Error::io("creating a temporary directory in", &self.inner.dir, e))?
+            .keep();
+        let mut active = ActiveSnapshot {
+            snapshotter: self.clone(),
+            parent: parent.cloned(),
+            dir: dir.clone(),
+            state: State::Cleaned,
+        };
+        let lower = match parent {
+            Some(p) => self.existing_dir(p)?,
+            None => {
+                let empty = dir.join(COPY_WORK);
+                fs::create_dir(&empty).map_err(|e| Error::io("creating", &empty, e))?;
+                empty
+            }
+        };
+        let device = {
+            use std::os::unix::fs::MetadataExt;
+            fs::symlink_metadata(root)
+                .map_err(|e| Error::io("reading", root, e))?
+                .dev()
+        };
+        let store = self
+            .inner
+            .dir
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned());
+        let mounts = root::mount_points();
+        let own = root::own_files();
+        let exclusions = root::Exclusions::new(
+            exclude
+                .iter()
+                .chain(store.iter())
+                .chain(mounts.iter())
+                .chain(own.iter())
+                .filter_map(|p| relative_to(root, p)),
+            Some(device),
+        );
+        let (_, before) = root::sync(&lower, root, &exclusions)?;
+        active.state = State::Root {
+            root: root.to_path_buf(),
+            lower,
+            before,
+            exclusions,
+        };
+        Ok(active)
+    }
+
     /// Writes the changes of a snapshot kept by [`ActiveSnapshot::unmount_keep`] in `dir`, made
     /// on `parent`, as an uncompressed layer tar into `out`.
     pub fn diff_kept(
@@ -528,6 +598,16 @@ const MERGED: &str = "merged";
 const COPY_WORK: &str = "work";
 const COPY_STAMP: &str = "copied";
 
+/// `path` (absolute, or already relative) as a path relative to `root`; `None` outside it.
+fn relative_to<'a>(root: &Path, path: &'a str) -> Option<&'a str> {
+    if !path.starts_with('/') {
+        return Some(path);
+    }
+    let rest = Path::new(path).strip_prefix(root).ok()?;
+    let rel = rest.to_str()?;
+    (!rel.is_empty()).then_some(rel)
+}
+
 fn lstat_ctime(path: &Path) -> Result<(i64, i64)> {
     use std::os::unix::fs::MetadataExt;
     let md = fs::symlink_metadata(path).map_err(|e| Error::io("reading", path, e))?;
@@ -601,6 +681,13 @@ enum State {
         lower: Option<PathBuf>,
         hints: CopyHints,
     },
+    /// The live root filesystem (no isolation), synced to `lower` before the step.
+    Root {
+        root: PathBuf,
+        lower: PathBuf,
+        before: root::Index,
+        exclusions: root::Exclusions,
+    },
     Cleaned,
 }
 
@@ -628,6 +715,7 @@ impl ActiveSnapshot {
         match &self.state {
             State::Overlay { merged, .. } => merged,
             State::Copy { work, .. } => work,
+            State::Root { root, .. } => root,
             State::Cleaned => &self.dir,
         }
     }
@@ -649,6 +737,12 @@ impl ActiveSnapshot {
             State::Copy {
                 work, lower: None, ..
             } => diff::write_tree(work, out, opts),
+            State::Root {
+                root,
+                lower,
+                before,
+                exclusions,
+            } => root::diff(lower, root, before, exclusions, out, opts),
             State::Cleaned => Err(Error::io(
                 "diffing",
                 &self.dir,

@@ -5,6 +5,7 @@
 
 mod cache;
 mod context;
+mod isolation;
 mod output;
 mod scratch;
 mod secrets;
@@ -105,6 +106,18 @@ pub struct BuildArgs {
     /// Push the image after building it (same as `--output type=registry`).
     #[arg(long)]
     pub push: bool,
+    /// How RUN steps are confined: auto (the strongest that works here), namespace, chroot,
+    /// or none (in this container's own root filesystem; see docs/isolation.md).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "auto",
+        env = "KILN_ISOLATION"
+    )]
+    pub isolation: String,
+    /// Allow --isolation none outside a detected container.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub buildx_only: BuildxOnly,
     /// End with the legacy docker builder's `Successfully built ID` / `Successfully tagged
@@ -269,6 +282,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         hint: None,
     })?;
     let network = args.network()?;
+    let isolation = isolation::choose(&args.isolation, args.force)?;
     let labels = args.labels()?;
     let secrets = secrets::secrets(&args.secrets)?;
     let ssh = secrets::ssh(&args.ssh)?;
@@ -313,6 +327,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         secrets,
         ssh: ssh.sockets.clone(),
         cache_from,
+        isolation: isolation.isolation,
     };
 
     let progress = Progress::new(mode.display());
@@ -321,6 +336,9 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
     } else {
         progress
     };
+    if let Some(warning) = isolation.warning() {
+        progress.emit(warning);
+    }
     let finished = build_and_export(&store, &request, &tags, &outputs, &progress).and_then(
         |(outcome, image)| {
             cache::export_all(&store, &outcome.cache, &exporters, &progress)?;

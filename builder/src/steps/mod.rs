@@ -217,8 +217,47 @@ pub fn layer_step(
     created_by: String,
     execute: impl FnOnce(&ActiveSnapshot, &Vertex<'_>) -> Result<Vec<String>>,
 ) -> Result<()> {
+    let snapshotter = ctx.build.snapshotter;
+    let step = Step {
+        instruction,
+        name,
+        key: key.into(),
+        created_by,
+    };
+    layer_step_in(
+        ctx,
+        state,
+        step,
+        |parent| snapshotter.prepare(parent),
+        execute,
+    )
+}
+
+/// What [`layer_step_in`] records a step as.
+pub struct Step<'i> {
+    pub instruction: &'i Instruction,
+    pub name: String,
+    pub key: crate::explain::StepKey,
+    pub created_by: String,
+}
+
+/// [`layer_step`] on a snapshot that `prepare` makes from the parent chain (a RUN without
+/// isolation works in the live root instead of a snapshot of the store).
+pub fn layer_step_in(
+    ctx: &StageCtx<'_, '_>,
+    state: &mut StageState,
+    step: Step<'_>,
+    prepare: impl FnOnce(Option<&ChainId>) -> kiln_snapshotter::Result<ActiveSnapshot>,
+    execute: impl FnOnce(&ActiveSnapshot, &Vertex<'_>) -> Result<Vec<String>>,
+) -> Result<()> {
+    let Step {
+        instruction,
+        name,
+        key,
+        created_by,
+    } = step;
     let build = ctx.build;
-    let step: crate::explain::StepKey = key.into();
+    let step = key;
     let key = step.key.clone();
     let place = build.explain.place(ctx.stage);
     let title = name.clone();
@@ -239,7 +278,7 @@ pub fn layer_step(
             .explain
             .explain(ctx.stage, &place, &step, ctx.no_cache_flag()),
     );
-    match execute_layer(ctx, state, &key, created_by, &vertex, execute) {
+    match execute_layer(ctx, state, &key, created_by, &vertex, prepare, execute) {
         Ok(()) => {
             build.explain.ran(ctx.stage, place, &title, &step);
             state.cache_key = after_layer(&key, state);
@@ -274,10 +313,11 @@ fn execute_layer(
     key: &str,
     created_by: String,
     vertex: &Vertex<'_>,
+    prepare: impl FnOnce(Option<&ChainId>) -> kiln_snapshotter::Result<ActiveSnapshot>,
     execute: impl FnOnce(&ActiveSnapshot, &Vertex<'_>) -> Result<Vec<String>>,
 ) -> Result<()> {
     let build = ctx.build;
-    let active = build.snapshotter.prepare(state.chain.as_ref())?;
+    let active = prepare(state.chain.as_ref())?;
     let extra = match execute(&active, vertex) {
         Ok(extra) => extra,
         Err(e) => {

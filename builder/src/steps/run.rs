@@ -7,7 +7,6 @@
 //! are [`super::mounts`]'. The environment is the image's plus the build args in scope (and
 //! proxy args), which the history records as BuildKit does (`RUN |1 A=b /bin/sh -c …`).
 
-use super::layer_step;
 use super::mounts::RunMounts;
 use crate::cache_key::CacheKey;
 use crate::error::{Error, Result};
@@ -52,6 +51,7 @@ pub fn run(
         NetworkMode::None => Network::None,
         NetworkMode::Host => Network::Host,
     };
+    crate::isolation::check_run(ctx.build.request.isolation, network, &location)?;
     let created_by = format!(
         "RUN {} # buildkit",
         run_command_string(&state.build_args(), &argv)
@@ -79,7 +79,7 @@ pub fn run(
     }
     let build = ctx.build;
     let shown_instruction = instruction.original.trim().to_string();
-    layer_step(
+    crate::isolation::run_layer_step(
         ctx,
         state,
         instruction,
@@ -92,6 +92,7 @@ pub fn run(
             spec.cwd = PathBuf::from(&cwd);
             spec.user = user;
             spec.network = network;
+            spec.isolation = build.request.isolation;
             // Released after the run; on an early return, dropped, which releases it too.
             let attached = mounts.attach(build, &mut spec)?;
             // Kept alive until the run ends: the script's directory is bind-mounted.
