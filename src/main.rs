@@ -117,3 +117,14 @@ fn parse_args() -> Cli {
     let matches = command.get_matches_mut();
     Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.format(&mut command).exit())
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks argument names and ids only when a command is built: every subcommand's are
+    /// checked here, so a clash between flattened flag groups fails a test, not a user.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -921,3 +921,43 @@ fn build_cache_travels_through_the_registry() {
     let stamp_c = env.ok("c", &["run", "--rm", edited.trim(), "cat", "/tool-stamp"]);
     assert_eq!(stamp_a, stamp_c);
 }
+
+#[test]
+fn run_pulls_an_image_it_does_not_have() {
+    let Some(env) = Env::new() else { return };
+    let Some(registry) = Registry::start(false) else {
+        return;
+    };
+    let name = format!("{}/tools:1", registry.host());
+    env.import("seed", &name);
+    env.ok("seed", &["push", "-q", &name]);
+
+    // `--pull never` keeps to the store, as docker's does.
+    let never = env.kiln(
+        "fresh",
+        &["run", "--rm", "--pull", "never", &name, "true"],
+        None,
+    );
+    assert_eq!(never.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&never.stderr).contains("no such image"));
+
+    // Missing: pulled first, with the pull's messages on stderr; stdout is the container's.
+    let out = env.kiln("fresh", &["run", "--rm", &name, "echo", "hello"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    assert!(
+        stderr.contains(&format!("Unable to find image '{name}' locally")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Pull complete"), "{stderr}");
+    assert_eq!(
+        env.inspect("fresh", &name)["Id"],
+        env.inspect("seed", &name)["Id"]
+    );
+
+    // Present: nothing is pulled.
+    let again = env.kiln("fresh", &["run", "--rm", &name, "true"], None);
+    assert!(again.status.success());
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("Pulling"));
+}

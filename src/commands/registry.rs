@@ -93,40 +93,74 @@ pub struct LogoutArgs {
 
 pub fn pull(root: &Option<PathBuf>, args: PullArgs) -> CliResult<ExitCode> {
     let reference = Reference::parse(&args.name)?;
-    let full = reference.normalized();
     let store = open_store(root, Access::Write)?;
     let client = args.registry.client()?;
-    let mut out = String::new();
-    if !args.quiet {
+    let full = pull_image(
+        &client,
+        &store,
+        &reference,
+        args.platform.clone(),
+        args.quiet,
+        Say::Stdout,
+    )?;
+    super::print_stdout(&format!("{full}\n"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where a pull's messages go: stdout for `kiln pull`, stderr for `kiln run`, whose stdout
+/// belongs to the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Say {
+    Stdout,
+    Stderr,
+}
+
+impl Say {
+    fn line(self, text: &str) {
+        match self {
+            Say::Stdout => println!("{text}"),
+            Say::Stderr => eprintln!("{text}"),
+        }
+    }
+}
+
+/// Pulls `reference` into the store with docker's messages (unless `quiet`); returns the
+/// image's full name, under which the store now holds it.
+pub fn pull_image(
+    client: &Client,
+    store: &Store,
+    reference: &Reference,
+    platform: Option<String>,
+    quiet: bool,
+    say: Say,
+) -> CliResult<Reference> {
+    let full = reference.normalized();
+    if !quiet {
         if reference.tag().is_none() && reference.digest().is_none() {
-            println!("Using default tag: latest");
+            say.line("Using default tag: latest");
         }
         let shown = full
             .tag()
             .map(str::to_string)
             .or_else(|| full.digest().map(Digest::to_string))
             .unwrap_or_default();
-        println!("{shown}: Pulling from {}", full.repository());
+        say.line(&format!("{shown}: Pulling from {}", full.repository()));
     }
-    let progress = Bars::new(args.quiet);
-    let options = PullOptions {
-        platform: args.platform.clone(),
-    };
-    let pulled = registry::pull(&client, &store, &reference, &options, &progress);
+    let progress = Bars::new(quiet, say);
+    let options = PullOptions { platform };
+    let pulled = registry::pull(client, store, reference, &options, &progress);
     progress.clear();
     let pulled = pulled?;
-    if !args.quiet {
-        out.push_str(&format!("Digest: {}\n", pulled.digest));
+    if !quiet {
+        say.line(&format!("Digest: {}", pulled.digest));
         let status = if pulled.downloaded == 0 {
             "Image is up to date for"
         } else {
             "Downloaded newer image for"
         };
-        out.push_str(&format!("Status: {status} {full}\n"));
+        say.line(&format!("Status: {status} {full}"));
     }
-    out.push_str(&format!("{full}\n"));
-    super::print_stdout(&out)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(full)
 }
 
 pub fn push(root: &Option<PathBuf>, args: PushArgs) -> CliResult<ExitCode> {
@@ -149,7 +183,7 @@ pub fn push(root: &Option<PathBuf>, args: PushArgs) -> CliResult<ExitCode> {
             full.repository()
         );
     }
-    let progress = Bars::new(args.quiet);
+    let progress = Bars::new(args.quiet, Say::Stdout);
     let pushed = registry::push(&client, &store, &image, &target, &progress);
     progress.clear();
     let digest = pushed?;
@@ -267,16 +301,18 @@ impl Progress for StepProgress<'_, '_> {
 /// Per-blob progress: a bar each on a terminal, a line per finished blob otherwise.
 struct Bars {
     quiet: bool,
+    say: Say,
     multi: Option<MultiProgress>,
     bars: Mutex<HashMap<Digest, ProgressBar>>,
 }
 
 impl Bars {
-    fn new(quiet: bool) -> Bars {
+    fn new(quiet: bool, say: Say) -> Bars {
         let multi = (!quiet && std::io::stderr().is_terminal())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         Bars {
             quiet,
+            say,
             multi,
             bars: Mutex::new(HashMap::new()),
         }
@@ -331,7 +367,9 @@ impl Progress for Bars {
                 }
                 let _ = multi.println(format!("{}: {}", digest.short(), status.message()));
             }
-            (None, _) => println!("{}: {}", digest.short(), status.message()),
+            (None, _) => self
+                .say
+                .line(&format!("{}: {}", digest.short(), status.message())),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! WorkingDir, User, Entrypoint and Cmd under the command line's overrides, and the process's
 //! exit status as kiln's (125 when kiln itself fails).
 
+use crate::commands::registry::{RegistryFlags, Say, pull_image};
 use crate::commands::sandbox::{self, SandboxFlags, SpecDefaults};
 use crate::commands::{Access, open_store};
 use crate::containers::{self, Containers, Record, State};
@@ -27,6 +28,15 @@ pub struct RunArgs {
     /// Replace the image's ENTRYPOINT (an empty string removes it); the image's CMD is dropped.
     #[arg(long, value_name = "COMMAND")]
     pub entrypoint: Option<String>,
+    /// Pull the image: `missing` (when the store lacks it, the default), `always` or `never`.
+    #[arg(long, value_name = "POLICY", default_value = "missing", value_parser = ["missing", "always", "never"])]
+    pub pull: String,
+    /// The platform to pull from a multi-platform image (`os/arch[/variant]`; default: this
+    /// machine's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
     #[command(flatten)]
     pub flags: SandboxFlags,
     /// The image: name[:tag], id or id prefix.
@@ -81,6 +91,36 @@ pub fn compose_command(
     argv
 }
 
+/// The image to run: from the store, or pulled as `--pull` says (`docker run` pulls an image it
+/// does not have). Pull messages go to stderr: stdout is the container's.
+fn find_or_pull(store: &kiln_oci::Store, args: &RunArgs) -> CliResult<kiln_oci::Image> {
+    let found = match args.pull.as_str() {
+        "always" => None,
+        _ => match store.find_image(&args.image) {
+            Ok(image) => Some(image),
+            Err(kiln_oci::Error::ImageNotFound(_)) if args.pull == "missing" => None,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    if let Some(image) = found {
+        return Ok(image);
+    }
+    let reference = kiln_oci::Reference::parse(&args.image)?;
+    let client = kiln_oci::registry::Client::new(args.registry.config()?)?;
+    if args.pull == "missing" {
+        eprintln!("Unable to find image '{}' locally", reference.normalized());
+    }
+    let full = pull_image(
+        &client,
+        store,
+        &reference,
+        args.platform.clone(),
+        false,
+        Say::Stderr,
+    )?;
+    Ok(store.find_image(&full.to_string())?)
+}
+
 /// The image config's Env, WorkingDir and User as defaults for the flags; the hostname is the
 /// container's short id, as docker names it.
 fn spec_defaults(config: Option<&ContainerConfig>, hostname: &str) -> SpecDefaults {
@@ -100,7 +140,7 @@ fn spec_defaults(config: Option<&ContainerConfig>, hostname: &str) -> SpecDefaul
 
 fn run_container(root: &Option<PathBuf>, args: RunArgs) -> CliResult<u8> {
     let store = open_store(root, Access::Write)?;
-    let image = store.find_image(&args.image)?;
+    let image = find_or_pull(&store, &args)?;
     let config = image.config.config.as_ref();
     let argv = compose_command(config, args.entrypoint.as_deref(), args.args);
     if argv.is_empty() {

@@ -452,10 +452,7 @@ fn run_container(root: &Option<PathBuf>, args: &[String]) -> ExitCode {
     if !parsed.labels.is_empty() {
         eprintln!("note: --label has no effect with kiln (containers carry no labels)");
     }
-    if parsed.pull.as_deref() == Some("always") {
-        eprintln!("note: --pull=always has no effect: kiln runs images from its store");
-    }
-    if let Some(platform) = &parsed.platform {
+    if let Some(platform) = &parsed.kiln.platform {
         let native = format!("{}/{}", std::env::consts::OS, format::go_arch());
         if !platform.starts_with(&native) {
             eprintln!("docker: --platform {platform}: kiln runs only {native} images");

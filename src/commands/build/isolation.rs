@@ -26,7 +26,8 @@ impl Choice {
 /// it runs every RUN step in the machine's own root filesystem and replaces that with the image.
 pub fn choose(value: &str, force: bool) -> CliResult<Choice> {
     let choice = match value {
-        "auto" => auto()?,
+        // `default` is docker build's only `--isolation` on Linux.
+        "auto" | "default" => auto()?,
         other => {
             let isolation = Isolation::parse(other).ok_or_else(|| CliError::Usage {
                 message: format!("unknown --isolation {other:?}"),
