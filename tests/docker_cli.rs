@@ -1,7 +1,8 @@
 //! kiln as `docker`, end to end: the built binary through a `docker` symlink (and as
 //! `kiln docker …`) against a temporary store holding the busybox image from
 //! `testdata/busybox-rootfs.sh`: build output, tag, images, inspect templates, save/load,
-//! rmi, run, version/info, buildx builder commands, and docker's usage errors.
+//! rmi, run, version/info, buildx builder commands, docker's usage errors, and login, push and
+//! pull against a registry on loopback.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,8 @@ impl Env {
             .args(args)
             .current_dir(self.dir.path())
             .env("KILN_ROOT", self.path("root"))
+            .env("DOCKER_CONFIG", self.path("docker-config"))
+            .env("KILN_CONFIG", self.path("kiln-config.json"))
             .env_remove("BUILDKIT_PROGRESS")
             .env_remove("NO_COLOR")
             .stdin(Stdio::null());
@@ -673,4 +676,57 @@ fn only_the_name_docker_selects_the_docker_front() {
     let out = env.docker(&["--version"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("docker-compatible"));
     assert!(Path::new(&env.path("docker")).is_symlink());
+}
+
+#[test]
+fn a_script_logs_in_builds_pushes_and_pulls_through_a_registry() {
+    let Some(env) = Env::with_context(APP) else {
+        return;
+    };
+    let Some(registry) = support::registry::Registry::start(true) else {
+        return;
+    };
+    let host = registry.host();
+    let name = format!("{host}/team/app:1");
+
+    // Without credentials the registry refuses the push.
+    env.ok(&["build", "-q", "-t", &name, "ctx"]);
+    let refused = env.docker(&["push", &name]);
+    assert_ne!(code(&refused), Some(0));
+    assert!(
+        stderr(&refused).contains("kiln login"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let login = env.docker_with_stdin(
+        &["login", "-u", "user", "--password-stdin", &host],
+        b"secret\n",
+    );
+    assert!(
+        succeeded("docker login", &login).contains("Login Succeeded"),
+        "{}",
+        stderr(&login)
+    );
+    let config = std::fs::read_to_string(env.path("docker-config/config.json")).unwrap();
+    assert!(config.contains(&host), "{config}");
+
+    let pushed = env.ok(&["push", &name]);
+    assert!(pushed.contains("digest: sha256:"), "{pushed}");
+    let id = env.ok(&["inspect", "-f", "{{.Id}}", &name]);
+
+    env.ok(&["rmi", &name]);
+    let pulled = env.ok(&["pull", &name]);
+    assert!(
+        pulled.contains(&format!("Downloaded newer image for {name}")),
+        "{pulled}"
+    );
+    assert_eq!(env.ok(&["inspect", "-f", "{{.Id}}", &name]), id);
+    assert_eq!(env.ok(&["run", "--rm", &name]), "hello from kiln\n");
+
+    let logout = env.ok(&["logout", &host]);
+    assert!(
+        logout.contains(&format!("Removing login credentials for {host}")),
+        "{logout}"
+    );
 }

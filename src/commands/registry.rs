@@ -146,6 +146,11 @@ pub fn pull_image(
             .unwrap_or_default();
         say.line(&format!("{shown}: Pulling from {}", full.repository()));
     }
+    // docker says "up to date" when the name already stood for the image the registry has.
+    let before = store
+        .find_image(&full.to_string())
+        .ok()
+        .map(|image| image.manifest_digest);
     let progress = Bars::new(quiet, say);
     let options = PullOptions { platform };
     let pulled = registry::pull(client, store, reference, &options, &progress);
@@ -153,7 +158,7 @@ pub fn pull_image(
     let pulled = pulled?;
     if !quiet {
         say.line(&format!("Digest: {}", pulled.digest));
-        let status = if pulled.downloaded == 0 {
+        let status = if before.as_ref() == Some(&pulled.image.manifest_digest) {
             "Image is up to date for"
         } else {
             "Downloaded newer image for"

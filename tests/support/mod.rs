@@ -3,6 +3,8 @@
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 
