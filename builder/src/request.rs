@@ -41,6 +41,8 @@ pub struct BuildRequest {
     pub secrets: BTreeMap<String, SecretSource>,
     /// `--ssh` agent sockets by id (`default` for a bare `--ssh default`).
     pub ssh: BTreeMap<String, PathBuf>,
+    /// Resource limits of every RUN step (`--memory`, `--pids-limit`).
+    pub limits: kiln_runner::Limits,
 }
 
 /// Where a build secret's value comes from.

@@ -180,6 +180,7 @@ impl Fixture {
             compression: Compression::default(),
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
+            limits: Default::default(),
         }
     }
 

@@ -98,6 +98,12 @@ pub struct BuildArgs {
     /// Push the image after building it (same as `--output type=registry`).
     #[arg(long)]
     pub push: bool,
+    /// Memory limit of each RUN step (bytes, or with a b/k/m/g suffix).
+    #[arg(long, value_name = "SIZE", value_parser = super::sandbox::parse_size)]
+    pub memory: Option<u64>,
+    /// Maximum number of processes of each RUN step.
+    #[arg(long = "pids-limit", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pids_limit: Option<u64>,
     #[command(flatten)]
     pub buildx_only: BuildxOnly,
 }
@@ -315,6 +321,11 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         compression,
         secrets,
         ssh,
+        limits: kiln_runner::Limits {
+            memory: args.memory,
+            pids: args.pids_limit,
+            ..Default::default()
+        },
     };
 
     let progress = Progress::new(mode.display());
