@@ -157,10 +157,10 @@ fn hostile_layers(outside: &Path) -> Vec<(&'static str, Vec<u8>)> {
     layers.push(("sparse-10g", t.finish()));
 
     // The old GNU header form: the tar crate fills its holes with zeros that are read one by
-    // one, so the claim is kept to 256 MB here (10 GB costs minutes of CPU, not disk).
+    // one, so the claim is kept to 64 MB here (10 GB costs minutes of CPU, not disk).
     let mut t = Layer::new();
-    t.raw(&sparse_claim("gnu-sparse", 256 << 20, b"tail"));
-    layers.push(("gnu-sparse-256m", t.finish()));
+    t.raw(&sparse_claim("gnu-sparse", 64 << 20, b"tail"));
+    layers.push(("gnu-sparse-64m", t.finish()));
 
     let mut t = Layer::new();
     let long = "a/".repeat(32 * 1024);
@@ -219,11 +219,23 @@ fn tree(dir: &Path) -> BTreeMap<PathBuf, String> {
 
 /// Names with `pwned` anywhere in the temp dir outside the store and the outputs.
 fn escapes(env: &Env) -> Vec<PathBuf> {
-    tree(env.dir.path())
-        .into_keys()
-        .filter(|p| p.to_string_lossy().contains("pwned"))
-        .filter(|p| !p.starts_with(env.root()) && !p.starts_with(env.path("out")))
-        .collect()
+    let mut found = Vec::new();
+    let mut pending = vec![env.dir.path().to_path_buf()];
+    while let Some(d) = pending.pop() {
+        if d.starts_with(env.root()) || d.starts_with(env.path("out")) {
+            continue;
+        }
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.to_string_lossy().contains("pwned") {
+                found.push(p.clone());
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(p);
+            }
+        }
+    }
+    found
 }
 
 /// A docker-archive holding one image whose single layer is `layer`.
@@ -297,7 +309,9 @@ fn hostile_layers_through_import_load_and_apply() {
     for (case, layer) in hostile_layers(&outside) {
         // Through the snapshotter's apply, into a fresh root, as an unprivileged applier
         // would (no devices, no chown) and as root.
-        for devices in [false, true] {
+        // (The biggest archive once: it is slow, not interesting, as root.)
+        let modes: &[bool] = if case == "100k-entries" { &[false] } else { &[false, true] };
+        for &devices in modes {
             let root = env.path(&format!("apply-{case}-{devices}"));
             std::fs::create_dir(&root).unwrap();
             let options = kiln_snapshotter::ApplyOptions {
@@ -338,6 +352,11 @@ fn hostile_layers_through_import_load_and_apply() {
         } else {
             text(&out.stderr)
         };
+        if case == "100k-entries" {
+            std::fs::remove_file(&tar).unwrap();
+            results.push((case, via_import, "not loaded (see import)".into()));
+            continue;
+        }
         let archive = docker_archive(&env, case, &layer);
         let out = env.run(&["load", "-i", archive.to_str().unwrap()]);
         assert!(
@@ -362,9 +381,9 @@ fn hostile_layers_through_import_load_and_apply() {
     let outcome = |case: &str| results.iter().find(|r| r.0 == case).unwrap().1.clone();
     // What must be refused outright; the rest is confined (checked above) and applies.
     for case in ["dotdot", "pax-size-lies", "name-64k", "whiteout-dotdot"] {
-        assert!(outcome(case).contains("layer entry"), "{case}: {}", outcome(case));
+        assert!(outcome(case).contains("entry \""), "{case}: {}", outcome(case));
     }
-    for case in ["absolute", "duplicates", "100k-entries", "sparse-10g", "gnu-sparse-256m"] {
+    for case in ["absolute", "duplicates", "100k-entries", "sparse-10g", "gnu-sparse-64m"] {
         assert!(outcome(case).contains("not found"), "{case}: {}", outcome(case));
     }
     env.assert_store_whole();
