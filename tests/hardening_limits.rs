@@ -40,7 +40,8 @@ fn a_full_disk_fails_the_build_and_leaves_a_whole_store() {
     if !busybox_tar(&tar) {
         return;
     }
-    let Some(tmpfs) = Tmpfs::mount(&env.root(), "20m") else {
+    let root = env.root();
+    let Some(tmpfs) = Tmpfs::mount(&root, "20m") else {
         return;
     };
     env.ok(&["import", tar.to_str().unwrap(), "busybox:latest"]);
@@ -64,7 +65,7 @@ fn a_full_disk_fails_the_build_and_leaves_a_whole_store() {
     env.ok(&["build", "--progress=plain", "-t", "small:1", "ctx"]);
     env.assert_store_whole();
     drop(tmpfs);
-    assert!(mounts_below(&env.root()).is_empty());
+    assert!(mounts_below(env.dir.path()).is_empty());
 }
 
 #[test]
