@@ -171,6 +171,44 @@ fn secrets_from_files_and_env_reach_run_and_nothing_else() {
     }
 }
 
+/// A secret used in a build stage whose image is never tagged, and by steps answered from the
+/// cache the second time: neither the untagged stage's layers, the cache records, nor the
+/// rawjson event stream hold it.
+#[test]
+fn secrets_stay_out_of_intermediate_stages_cache_and_event_streams() {
+    let Some(env) = Env::new() else { return };
+    std::fs::write(env.path("token"), FILE_VALUE).unwrap();
+    env.dockerfile(
+        "FROM busybox AS build\n\
+         RUN --mount=type=secret,id=tok cp /run/secrets/tok /copy && sha256sum /copy | cut -c1-64 > /sum && rm /copy\n\
+         RUN --mount=type=secret,id=tok,env=TOK echo \"length ${#TOK}\" > /length\n\
+         FROM busybox\n\
+         COPY --from=build /sum /length /\n",
+    );
+    let args = [
+        "build",
+        "--progress=rawjson",
+        "-o",
+        "type=local,dest=out",
+        "--secret",
+        "id=tok,src=token",
+        "ctx",
+    ];
+    for round in 0..2 {
+        let out = env.run(&args, &[]);
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        assert_eq!(env.read("sum").trim(), sha256sum(FILE_VALUE));
+        assert_eq!(env.read("length").trim(), format!("length {}", FILE_VALUE.len()));
+        assert!(!holds(&out.stdout, FILE_VALUE) && !holds(&out.stderr, FILE_VALUE));
+        if round == 1 {
+            assert!(holds(&out.stdout, "\"steps_run\":0"), "round 1 ran again");
+        }
+        for (name, bytes) in store_contents(&env.path("root")) {
+            assert!(!holds(&bytes, FILE_VALUE), "{name} holds the secret value");
+        }
+    }
+}
+
 #[test]
 fn a_required_secret_that_is_missing_fails_naming_it() {
     let Some(env) = Env::new() else { return };
