@@ -198,7 +198,10 @@ fn secrets_stay_out_of_intermediate_stages_cache_and_event_streams() {
         let out = env.run(&args, &[]);
         assert!(out.status.success(), "round {round}: {}", stderr(&out));
         assert_eq!(env.read("sum").trim(), sha256sum(FILE_VALUE));
-        assert_eq!(env.read("length").trim(), format!("length {}", FILE_VALUE.len()));
+        assert_eq!(
+            env.read("length").trim(),
+            format!("length {}", FILE_VALUE.len())
+        );
         assert!(!holds(&out.stdout, FILE_VALUE) && !holds(&out.stderr, FILE_VALUE));
         if round == 1 {
             assert!(holds(&out.stdout, "\"steps_run\":0"), "round 1 ran again");

@@ -59,10 +59,22 @@ fn four_builds_at_once_with_prune_share_one_store() {
     };
     // Same base; a common first step; the shared tag from a and b, which differ after it.
     let common = "FROM busybox\nRUN echo common > /common && dd if=/dev/zero of=/zero bs=1M count=4 2>/dev/null\n";
-    write_context(&env, "a", &format!("{common}COPY data /data\nRUN echo a > /who\n"));
-    write_context(&env, "b", &format!("{common}COPY data /data\nRUN echo b > /who\n"));
+    write_context(
+        &env,
+        "a",
+        &format!("{common}COPY data /data\nRUN echo a > /who\n"),
+    );
+    write_context(
+        &env,
+        "b",
+        &format!("{common}COPY data /data\nRUN echo b > /who\n"),
+    );
     write_context(&env, "c", &format!("{common}RUN echo c > /who\n"));
-    write_context(&env, "d", "FROM busybox\nCOPY data /data\nRUN cat /data | wc -c > /size\n");
+    write_context(
+        &env,
+        "d",
+        "FROM busybox\nCOPY data /data\nRUN cat /data | wc -c > /size\n",
+    );
 
     let stop = AtomicBool::new(false);
     let prunes = AtomicUsize::new(0);
@@ -145,5 +157,10 @@ fn prune_in_a_loop_never_takes_what_a_running_build_uses() {
     });
     assert!(prunes.load(Ordering::SeqCst) > 0);
     env.assert_store_whole();
-    env.ok(&["save", "looped:1", "-o", env.path("saved.tar").to_str().unwrap()]);
+    env.ok(&[
+        "save",
+        "looped:1",
+        "-o",
+        env.path("saved.tar").to_str().unwrap(),
+    ]);
 }

@@ -60,11 +60,18 @@ impl Layer {
     }
 
     fn hardlink(&mut self, name: &str, target: &str) {
-        self.entry(name.as_bytes(), tar::EntryType::Link, target.as_bytes(), b"");
+        self.entry(
+            name.as_bytes(),
+            tar::EntryType::Link,
+            target.as_bytes(),
+            b"",
+        );
     }
 
     fn pax(&mut self, records: &[(&str, &[u8])]) {
-        self.0.append_pax_extensions(records.iter().copied()).unwrap();
+        self.0
+            .append_pax_extensions(records.iter().copied())
+            .unwrap();
     }
 
     fn raw(&mut self, bytes: &[u8]) {
@@ -310,7 +317,11 @@ fn hostile_layers_through_import_load_and_apply() {
         // Through the snapshotter's apply, into a fresh root, as an unprivileged applier
         // would (no devices, no chown) and as root.
         // (The biggest archive once: it is slow, not interesting, as root.)
-        let modes: &[bool] = if case == "100k-entries" { &[false] } else { &[false, true] };
+        let modes: &[bool] = if case == "100k-entries" {
+            &[false]
+        } else {
+            &[false, true]
+        };
         for &devices in modes {
             let root = env.path(&format!("apply-{case}-{devices}"));
             std::fs::create_dir(&root).unwrap();
@@ -332,7 +343,10 @@ fn hostile_layers_through_import_load_and_apply() {
                 && let Ok(meta) = std::fs::metadata(root.join("sparse"))
             {
                 use std::os::unix::fs::MetadataExt;
-                assert!(meta.blocks() * 512 < 1 << 30, "the sparse claim was written out");
+                assert!(
+                    meta.blocks() * 512 < 1 << 30,
+                    "the sparse claim was written out"
+                );
             }
             kiln_snapshotter::remove_tree(&root).unwrap();
         }
@@ -372,7 +386,11 @@ fn hostile_layers_through_import_load_and_apply() {
         std::fs::remove_file(&tar).unwrap();
         std::fs::remove_file(&archive).unwrap();
         results.push((case, via_import, via_load));
-        assert_eq!(tree(&outside), before, "{case} changed a directory outside the store");
+        assert_eq!(
+            tree(&outside),
+            before,
+            "{case} changed a directory outside the store"
+        );
         assert!(escapes(&env).is_empty(), "{case}: {:?}", escapes(&env));
     }
     for (case, import, load) in &results {
@@ -381,10 +399,24 @@ fn hostile_layers_through_import_load_and_apply() {
     let outcome = |case: &str| results.iter().find(|r| r.0 == case).unwrap().1.clone();
     // What must be refused outright; the rest is confined (checked above) and applies.
     for case in ["dotdot", "pax-size-lies", "name-64k", "whiteout-dotdot"] {
-        assert!(outcome(case).contains("entry \""), "{case}: {}", outcome(case));
+        assert!(
+            outcome(case).contains("entry \""),
+            "{case}: {}",
+            outcome(case)
+        );
     }
-    for case in ["absolute", "duplicates", "100k-entries", "sparse-10g", "gnu-sparse-64m"] {
-        assert!(outcome(case).contains("not found"), "{case}: {}", outcome(case));
+    for case in [
+        "absolute",
+        "duplicates",
+        "100k-entries",
+        "sparse-10g",
+        "gnu-sparse-64m",
+    ] {
+        assert!(
+            outcome(case).contains("not found"),
+            "{case}: {}",
+            outcome(case)
+        );
     }
     env.assert_store_whole();
 }
@@ -437,7 +469,13 @@ fn hostile_contexts_are_refused_or_copied_safely() {
     // A FIFO and a socket: copying the whole context neither blocks on the FIFO nor copies
     // their content; naming one directly is a clear error.
     let fifo = ctx.join("fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
     let _socket = std::os::unix::net::UnixListener::bind(ctx.join("sock")).unwrap();
     let out = build("FROM busybox\nCOPY . /ctx\n");
     let err = text(&out.stderr);
@@ -583,12 +621,17 @@ fn unprivileged_builds_refuse_unreadable_files_and_devices() {
 fn hostile_dockerfiles_fail_clearly_at_the_command_line() {
     let env = Env::bare();
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/hostile/dockerfiles");
-    let negative = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/dockerfiles/testfiles-negative");
+    let negative =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/dockerfiles/testfiles-negative");
     let mut cases: Vec<(String, String)> = Vec::new();
     for dir in [&corpus, &negative] {
         for entry in std::fs::read_dir(dir).unwrap().flatten() {
             let path = entry.path();
-            let file = if path.is_dir() { path.join("Dockerfile") } else { path.clone() };
+            let file = if path.is_dir() {
+                path.join("Dockerfile")
+            } else {
+                path.clone()
+            };
             if let Ok(text) = std::fs::read_to_string(&file) {
                 cases.push((path.display().to_string(), text));
             }
@@ -633,9 +676,17 @@ fn hostile_dockerfiles_fail_clearly_at_the_command_line() {
             "{name}: {}",
             &err[..err.len().min(2000)]
         );
-        assert!(err.starts_with("error") || err.contains("\nerror"), "{name}: {}", &err[..err.len().min(2000)]);
+        assert!(
+            err.starts_with("error") || err.contains("\nerror"),
+            "{name}: {}",
+            &err[..err.len().min(2000)]
+        );
         // An error message, not the input echoed back.
-        assert!(err.len() < 64 * 1024, "{name}: {} bytes of error", err.len());
+        assert!(
+            err.len() < 64 * 1024,
+            "{name}: {} bytes of error",
+            err.len()
+        );
     }
     assert!(mounts_below(&env.root()).is_empty());
 }

@@ -94,9 +94,7 @@ fn memory_limit_kills_a_step_and_says_so() {
     let Some(env) = Env::with_busybox() else {
         return;
     };
-    env.dockerfile(
-        "FROM busybox\nRUN x=$(head -c 300m /dev/zero | tr '\\0' a); echo ${#x}\n",
-    );
+    env.dockerfile("FROM busybox\nRUN x=$(head -c 300m /dev/zero | tr '\\0' a); echo ${#x}\n");
     let err = env.fails(
         &["build", "--progress=plain", "--memory", "64m", "ctx"],
         "memory limit",

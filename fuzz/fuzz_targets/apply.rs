@@ -38,9 +38,12 @@ fuzz_target!(|data: &[u8]| {
     std::fs::create_dir(&outside).expect("outside");
     std::fs::write(outside.join("victim"), b"keep").expect("victim");
     let before = sentinel(tmp.path());
-    for (i, mode) in [WhiteoutMode::Delete, WhiteoutMode::Overlay(XattrNamespace::User)]
-        .into_iter()
-        .enumerate()
+    for (i, mode) in [
+        WhiteoutMode::Delete,
+        WhiteoutMode::Overlay(XattrNamespace::User),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let root = tmp.path().join(format!("root{i}"));
         std::fs::create_dir(&root).expect("root");
@@ -53,7 +56,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let after: Vec<_> = sentinel(tmp.path())
         .into_iter()
-        .filter(|(p, _)| !p.starts_with(tmp.path().join("root0")) && !p.starts_with(tmp.path().join("root1")))
+        .filter(|(p, _)| {
+            !p.starts_with(tmp.path().join("root0")) && !p.starts_with(tmp.path().join("root1"))
+        })
         .collect();
     assert_eq!(before, after, "the layer wrote outside its root");
 });

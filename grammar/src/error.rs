@@ -30,7 +30,6 @@ pub struct Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-
 /// A message that quotes a huge piece of its input (a 1 MB word) keeps its start and its end.
 fn bounded(message: &str) -> std::borrow::Cow<'_, str> {
     const KEEP: usize = 400;

@@ -183,7 +183,11 @@ impl Lexer {
             Err(fail) => {
                 let error = Error::new(
                     ErrorKind::Expansion,
-                    format!("failed to process {:?}: {}", shortened(word), fail.message()),
+                    format!(
+                        "failed to process {:?}: {}",
+                        shortened(word),
+                        fail.message()
+                    ),
                 );
                 Err(match fail.hint() {
                     Some(hint) => error.with_hint(hint),

@@ -302,7 +302,12 @@ impl Store {
     pub fn live_leases(&self) -> Result<BTreeSet<String>> {
         let mut leases = BTreeSet::new();
         self.for_each_live_file("leases", |text| {
-            leases.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from))
+            leases.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from),
+            )
         })?;
         Ok(leases)
     }
