@@ -220,8 +220,9 @@ fn builds_killed_at_random_moments_leave_a_whole_store() {
         spread.join(" "),
         elapsed.as_secs_f64()
     );
+    // (A short run, with KILN_HARDENING_KILLS, may land all its kills in one phase.)
     assert!(
-        phases.len() >= 3,
+        killed < 20 || phases.len() >= 3,
         "kills were not spread over the build: {spread:?}"
     );
 }
