@@ -130,6 +130,16 @@ impl Env {
     }
 }
 
+/// However a test ends (a kiln killed at its deadline leaves its overlay mounted), nothing
+/// stays mounted below its temp dir, so that the dir can be removed.
+impl Drop for Env {
+    fn drop(&mut self) {
+        for m in mounts_below(self.dir.path()).iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+    }
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
