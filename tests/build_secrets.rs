@@ -97,36 +97,36 @@ fn sha256sum(text: &str) -> String {
         .to_string()
 }
 
-/// Every file of the store as stored, and every layer of every image decompressed.
+/// Every file of the store as stored (its path included, so that a cache key or a snapshot
+/// name made from a secret shows), and every blob that is a compressed stream decompressed:
+/// the layers of tagged images, of untagged ones and of cache records alike.
 fn store_contents(root: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let kind = entry.file_type().unwrap();
+            let name = entry.path().display().to_string();
+            out.push((format!("name {name}"), name.clone().into_bytes()));
             if kind.is_dir() {
                 pending.push(entry.path());
             } else if kind.is_file() {
-                let bytes = std::fs::read(entry.path()).unwrap();
-                out.push((entry.path().display().to_string(), bytes));
+                let bytes = std::fs::read(entry.path()).unwrap_or_default();
+                out.push((name, bytes));
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(entry.path()).unwrap();
+                out.push((name, target.into_os_string().into_encoded_bytes()));
             }
         }
     }
     let store = kiln_oci::Store::open(root).unwrap();
-    for id in store
-        .list_images()
-        .unwrap()
-        .into_iter()
-        .filter_map(|i| i.id)
-    {
-        let image = store.find_image(&id.to_string()).unwrap();
-        for layer in image.layers().unwrap() {
-            let mut plain = Vec::new();
-            kiln_oci::open_layer_blob(&store, &layer.digest)
-                .unwrap()
-                .read_to_end(&mut plain)
-                .unwrap();
-            out.push((format!("layer {}", layer.digest), plain));
+    for (digest, _) in store.list_blobs().unwrap() {
+        let Ok(mut reader) = kiln_oci::open_layer_blob(&store, &digest) else {
+            continue;
+        };
+        let mut plain = Vec::new();
+        if reader.read_to_end(&mut plain).is_ok() {
+            out.push((format!("blob {digest} decompressed"), plain));
         }
     }
     out
@@ -168,6 +168,47 @@ fn secrets_from_files_and_env_reach_run_and_nothing_else() {
         assert!(!text.contains(value) && !holds(&out.stdout, value));
         for (name, bytes) in store_contents(&env.path("root")) {
             assert!(!holds(&bytes, value), "{name} holds a secret value");
+        }
+    }
+}
+
+/// A secret used in a build stage whose image is never tagged, and by steps answered from the
+/// cache the second time: neither the untagged stage's layers, the cache records, nor the
+/// rawjson event stream hold it.
+#[test]
+fn secrets_stay_out_of_intermediate_stages_cache_and_event_streams() {
+    let Some(env) = Env::new() else { return };
+    std::fs::write(env.path("token"), FILE_VALUE).unwrap();
+    env.dockerfile(
+        "FROM busybox AS build\n\
+         RUN --mount=type=secret,id=tok cp /run/secrets/tok /copy && sha256sum /copy | cut -c1-64 > /sum && rm /copy\n\
+         RUN --mount=type=secret,id=tok,env=TOK echo \"length ${#TOK}\" > /length\n\
+         FROM busybox\n\
+         COPY --from=build /sum /length /\n",
+    );
+    let args = [
+        "build",
+        "--progress=rawjson",
+        "-o",
+        "type=local,dest=out",
+        "--secret",
+        "id=tok,src=token",
+        "ctx",
+    ];
+    for round in 0..2 {
+        let out = env.run(&args, &[]);
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        assert_eq!(env.read("sum").trim(), sha256sum(FILE_VALUE));
+        assert_eq!(
+            env.read("length").trim(),
+            format!("length {}", FILE_VALUE.len())
+        );
+        assert!(!holds(&out.stdout, FILE_VALUE) && !holds(&out.stderr, FILE_VALUE));
+        if round == 1 {
+            assert!(holds(&out.stdout, "\"steps_run\":0"), "round 1 ran again");
+        }
+        for (name, bytes) in store_contents(&env.path("root")) {
+            assert!(!holds(&bytes, FILE_VALUE), "{name} holds the secret value");
         }
     }
 }

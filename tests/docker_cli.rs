@@ -154,6 +154,8 @@ fn build_prints_the_legacy_builders_lines_and_q_the_id() {
     let out = env.docker(&[
         "buildx",
         "build",
+        "--memory-swap",
+        "1g",
         "--memory",
         "1g",
         "--load",
@@ -166,7 +168,7 @@ fn build_prints_the_legacy_builders_lines_and_q_the_id() {
     let stdout = succeeded("docker buildx build", &out);
     assert!(!stdout.contains("Successfully"), "{stdout}");
     assert!(
-        stderr(&out).contains("note: --memory has no effect"),
+        stderr(&out).contains("note: --memory-swap has no effect"),
         "{}",
         stderr(&out)
     );

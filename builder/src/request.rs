@@ -49,6 +49,8 @@ pub struct BuildRequest {
     /// How RUN steps are confined (`--isolation`, already resolved from `auto`). Without
     /// isolation they run in the current root filesystem, which is synced to each step's parent.
     pub isolation: Isolation,
+    /// Resource limits of every RUN step (`--memory`, `--pids-limit`).
+    pub limits: kiln_runner::Limits,
 }
 
 /// Where a build secret's value comes from.

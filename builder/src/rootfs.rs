@@ -19,6 +19,8 @@ pub fn unpack_image(
     for (layer, diff_id) in layers.iter().zip(diff_ids) {
         let diff_id = DiffId::parse(diff_id.as_str())?;
         let mut reader = None;
+        // Leased before it is looked for, so that a `kiln prune` cannot remove it meanwhile.
+        store.lease(ChainId::chain(parent.as_ref(), &diff_id).as_str())?;
         let chain = snapshotter.apply_layer(parent.as_ref(), &diff_id, {
             // Opened lazily: a chain that already exists never reads its blob.
             LazyReader {

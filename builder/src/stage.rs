@@ -180,6 +180,8 @@ impl StageCtx<'_, '_> {
         if chain.as_str() != layer_record.chain_id {
             return Ok(false);
         }
+        // Leased before its existence is checked: a `kiln prune` from now on keeps it.
+        self.build.store.lease(chain.as_str())?;
         if !self.build.snapshotter.exists(&chain) {
             let store = self.build.store;
             let mut reader = kiln_oci::open_layer_blob(store, &layer.digest)?;

@@ -183,6 +183,7 @@ impl Fixture {
             ssh: BTreeMap::new(),
             cache_from: Vec::new(),
             isolation: Isolation::Namespace,
+            limits: Default::default(),
         }
     }
 

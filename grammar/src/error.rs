@@ -30,6 +30,44 @@ pub struct Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A message that quotes a huge piece of its input (a 1 MB word) keeps its start and its end.
+fn bounded(message: &str) -> std::borrow::Cow<'_, str> {
+    const KEEP: usize = 400;
+    let count = message.chars().count();
+    if count <= 2 * KEEP {
+        return message.into();
+    }
+    let head: String = message.chars().take(KEEP).collect();
+    let tail: String = message.chars().skip(count - KEEP).collect();
+    format!("{head}…{tail}").into()
+}
+
+/// How many characters of a long source line an error shows around its caret.
+const SHOWN_CHARS: usize = 120;
+
+/// The part of `line` an error shows: all of it, or for a long line the characters around the
+/// caret with `…` where it was cut. Returns the text, the caret's column in it and the
+/// underline's width (cut to the text).
+fn window(line: &str, caret_at: usize, width: usize) -> (String, usize, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= SHOWN_CHARS {
+        return (line.to_string(), caret_at, width);
+    }
+    let end = (caret_at.saturating_sub(SHOWN_CHARS / 4) + SHOWN_CHARS).min(chars.len());
+    let start = end.saturating_sub(SHOWN_CHARS);
+    let mut text = String::new();
+    if start > 0 {
+        text.push('…');
+    }
+    text.extend(&chars[start..end]);
+    if end < chars.len() {
+        text.push('…');
+    }
+    let caret = caret_at.clamp(start, end) - start + usize::from(start > 0);
+    let width = width.min(end.saturating_sub(caret_at)).max(1);
+    (text, caret, width)
+}
+
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
@@ -68,7 +106,9 @@ impl Error {
                 let _ = write!(
                     out,
                     "{file_name}:{}:{}: {}",
-                    span.start_line, span.start_col, self.message
+                    span.start_line,
+                    span.start_col,
+                    bounded(&self.message)
                 );
                 let source = source.strip_prefix('\u{feff}').unwrap_or(source);
                 if let Some(line) = source.lines().nth(span.start_line.saturating_sub(1)) {
@@ -88,6 +128,7 @@ impl Error {
                             1
                         }
                         .max(1);
+                    let (shown, caret_at, width) = window(&shown, caret_at, width);
                     let _ = write!(
                         out,
                         "\n {number} | {shown}\n {pad} | {}{}",
@@ -97,7 +138,7 @@ impl Error {
                 }
             }
             None => {
-                let _ = write!(out, "{file_name}: {}", self.message);
+                let _ = write!(out, "{file_name}: {}", bounded(&self.message));
             }
         }
         if let Some(hint) = &self.hint {
@@ -135,6 +176,21 @@ mod tests {
             err.render("x/Dockerfile", ""),
             "x/Dockerfile: no FROM instruction"
         );
+    }
+
+    #[test]
+    fn render_of_a_huge_line_stays_short() {
+        let line = format!("LABEL a=\"{}", "x".repeat(1 << 20));
+        let err = Error::new(ErrorKind::Syntax, format!("bad {line}")).at(Span {
+            start_line: 1,
+            start_col: 1,
+            end_line: 1,
+            end_col: line.len(),
+        });
+        let text = err.render("D", &line);
+        assert!(text.len() < 4096, "{} bytes", text.len());
+        assert!(text.starts_with("D:1:1: bad LABEL"), "{text}");
+        assert!(text.contains("…\n"), "{text}");
     }
 
     #[test]

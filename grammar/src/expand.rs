@@ -183,7 +183,11 @@ impl Lexer {
             Err(fail) => {
                 let error = Error::new(
                     ErrorKind::Expansion,
-                    format!("failed to process {word:?}: {}", fail.message()),
+                    format!(
+                        "failed to process {:?}: {}",
+                        shortened(word),
+                        fail.message()
+                    ),
                 );
                 Err(match fail.hint() {
                     Some(hint) => error.with_hint(hint),
@@ -1067,6 +1071,22 @@ impl<'p> Matcher<'p> {
             list.push((state, start));
         }
     }
+}
+
+/// The word as an error message quotes it: whole, or for a huge word its start and its end
+/// (a 1 MB word must not become a 1 MB message).
+fn shortened(word: &str) -> std::borrow::Cow<'_, str> {
+    const KEEP: usize = 100;
+    if word.chars().count() <= 2 * KEEP {
+        return word.into();
+    }
+    let head: String = word.chars().take(KEEP).collect();
+    let tail: String = {
+        let mut t: Vec<char> = word.chars().rev().take(KEEP).collect();
+        t.reverse();
+        t.into_iter().collect()
+    };
+    format!("{head}…{tail}").into()
 }
 
 #[cfg(test)]

@@ -282,11 +282,50 @@ impl Store {
         Ok(())
     }
 
+    /// Leases `name` (a snapshot's chain id, say) for the life of this process: a collector
+    /// that asks for [`live_leases`](Store::live_leases) keeps what it names. Taken under the
+    /// shared lock, so once this returns no collection that could miss the lease is running:
+    /// check that the leased thing still exists *after* leasing it.
+    pub fn lease(&self, name: &str) -> Result<()> {
+        let _shared = self.lock_shared()?;
+        let path = self.proc_tmp.dir.join("leases");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .at(&path)?;
+        writeln!(file, "{}", name.trim()).at(&path)
+    }
+
+    /// What live kiln processes (including this one) have leased. Call with `lock` held
+    /// exclusively so no lease can be added while the result is used.
+    pub fn live_leases(&self) -> Result<BTreeSet<String>> {
+        let mut leases = BTreeSet::new();
+        self.for_each_live_file("leases", |text| {
+            leases.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from),
+            )
+        })?;
+        Ok(leases)
+    }
+
     /// The digests pinned by live kiln processes (including this one). Call with `lock` held
     /// exclusively so no pin can be added while the result is used.
     pub(crate) fn live_pins(&self) -> Result<BTreeSet<Digest>> {
-        let tmp = self.root.join("tmp");
         let mut pins = BTreeSet::new();
+        self.for_each_live_file("pins", |text| {
+            pins.extend(text.lines().filter_map(|l| Digest::parse(l.trim()).ok()))
+        })?;
+        Ok(pins)
+    }
+
+    /// Calls `each` with the text of the file `name` in the tmp directory of every live kiln
+    /// process that has one.
+    fn for_each_live_file(&self, name: &str, mut each: impl FnMut(&str)) -> Result<()> {
+        let tmp = self.root.join("tmp");
         for entry in fs::read_dir(&tmp).at(&tmp)? {
             let entry = entry.at(&tmp)?;
             let dir = entry.path();
@@ -300,11 +339,11 @@ impl Store {
             if !alive {
                 continue;
             }
-            if let Ok(text) = fs::read_to_string(dir.join("pins")) {
-                pins.extend(text.lines().filter_map(|l| Digest::parse(l.trim()).ok()));
+            if let Ok(text) = fs::read_to_string(dir.join(name)) {
+                each(&text);
             }
         }
-        Ok(pins)
+        Ok(())
     }
 
     /// Opens a blob for reading; the reader checks size and digest as it reaches the end and

@@ -793,8 +793,10 @@ impl ActiveSnapshot {
                     stats,
                 });
             }
+            // The diff failed only because the applier stopped reading (a full disk, say): the
+            // applier's error is the cause.
+            (Err(e), Err(applier)) if is_broken_pipe(&e) => applier,
             (Err(e), _) => e,
-            // The diff failed only because the applier stopped reading: its error is the cause.
             (Ok(_), Err(e)) => e,
         };
         Err(err)
@@ -888,5 +890,15 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         self.hash.update(&buf[..n]);
         Ok(n)
+    }
+}
+
+/// Whether `e` is a write into a pipe whose reader has gone.
+fn is_broken_pipe(e: &Error) -> bool {
+    match e {
+        Error::Io { source, .. } | Error::Tar { source, .. } => {
+            source.kind() == io::ErrorKind::BrokenPipe
+        }
+        _ => false,
     }
 }

@@ -118,6 +118,12 @@ pub struct BuildArgs {
     /// Allow --isolation none outside a detected container.
     #[arg(long)]
     pub force: bool,
+    /// Memory limit of each RUN step (bytes, or with a b/k/m/g suffix).
+    #[arg(short = 'm', long, value_name = "SIZE", value_parser = super::sandbox::parse_size)]
+    pub memory: Option<u64>,
+    /// Maximum number of processes of each RUN step.
+    #[arg(long = "pids-limit", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pids_limit: Option<u64>,
     #[command(flatten)]
     pub buildx_only: BuildxOnly,
     /// End with the legacy docker builder's `Successfully built ID` / `Successfully tagged
@@ -328,6 +334,11 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         ssh: ssh.sockets.clone(),
         cache_from,
         isolation: isolation.isolation,
+        limits: kiln_runner::Limits {
+            memory: args.memory,
+            pids: args.pids_limit,
+            ..Default::default()
+        },
     };
 
     let progress = Progress::new(mode.display());

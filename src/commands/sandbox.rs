@@ -99,7 +99,7 @@ pub enum NetworkArg {
 }
 
 /// Docker's size syntax: a number with an optional b, k, m or g suffix (powers of 1024).
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let lower = text.trim().to_ascii_lowercase();
     let (digits, unit) = match lower.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => lower.split_at(i),

@@ -112,9 +112,6 @@ pub struct DaemonBuildFlags {
     /// Squash the layers into one (no effect with kiln).
     #[arg(long)]
     pub squash: bool,
-    /// Memory limit of the build container (no effect with kiln).
-    #[arg(short = 'm', long, value_name = "BYTES")]
-    pub memory: Option<String>,
     /// Memory plus swap limit (no effect with kiln).
     #[arg(long = "memory-swap", value_name = "BYTES")]
     pub memory_swap: Option<String>,
@@ -161,7 +158,6 @@ impl DaemonBuildFlags {
     pub fn without_effect(&self) -> Vec<&'static str> {
         let given = [
             ("--squash", self.squash),
-            ("--memory", self.memory.is_some()),
             ("--memory-swap", self.memory_swap.is_some()),
             ("--cpu-shares", self.cpu_shares.is_some()),
             ("--cpuset-cpus", self.cpuset_cpus.is_some()),

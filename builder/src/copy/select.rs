@@ -134,8 +134,19 @@ impl<'a> SourceFs<'a> {
     fn not_found(&self, rel: &str, raw: &str) -> Error {
         let hint = match &self.context {
             Some((ctx, _, entries)) => {
+                let link = entries.iter().find_map(|e| match &e.kind {
+                    EntryKind::Symlink(target) if e.path == rel => Some(target),
+                    _ => None,
+                });
                 if ctx.is_ignored(rel) {
                     ": it is excluded by .dockerignore".to_string()
+                } else if let Some(target) = link {
+                    // Links resolve inside the context, as BuildKit's do: an absolute target or
+                    // one climbing out of it names what the context does not hold.
+                    format!(
+                        " in the build context: it is a symbolic link to {target:?}, which the \
+                         context does not hold (links are followed inside the context only)"
+                    )
                 } else {
                     let close = suggestions(rel, entries);
                     if close.is_empty() {

@@ -349,6 +349,16 @@ fn execute_layer(
             )),
         });
     }
+    // Until the cache record names it, only a lease keeps the new snapshot from a concurrent
+    // `kiln prune`; one that ran before the lease is undone from the (pinned) layer blob.
+    build.store.lease(committed.chain_id.as_str())?;
+    if !build.snapshotter.exists(&committed.chain_id) {
+        let diff_id = committed.diff_id.clone();
+        let mut reader = kiln_oci::open_layer_blob(build.store, &layer.digest)?;
+        build
+            .snapshotter
+            .apply_layer(state.chain.as_ref(), &diff_id, &mut reader)?;
+    }
     let created = kiln_oci::image::creation_time();
     let record = CacheRecord {
         created: created.clone(),

@@ -93,6 +93,7 @@ pub fn run(
             spec.user = user;
             spec.network = network;
             spec.isolation = build.request.isolation;
+            spec.limits = build.request.limits;
             // Released after the run; on an early return, dropped, which releases it too.
             let attached = mounts.attach(build, &mut spec)?;
             // Kept alive until the run ends: the script's directory is bind-mounted.
@@ -139,12 +140,16 @@ pub fn run(
             build.check_cancelled()?;
             let code = finished.outcome.status.code();
             if code != 0 || !finished.outcome.status.success() {
+                let mut output = finished.tail;
+                if finished.outcome.oom_killed {
+                    output.push("killed for exceeding the memory limit (--memory)".into());
+                }
                 return Err(Error::StepFailed {
                     location: location.clone(),
                     instruction: shown_instruction.clone(),
                     command: argv.join(" "),
                     code,
-                    output: finished.tail,
+                    output,
                 });
             }
             // What the sandbox mounts over the root, and the mount points it had to create,

@@ -22,6 +22,8 @@ pub struct Roots {
     pub containers: BTreeSet<ChainId>,
     /// Lower layers of overlay mounts visible in this mount namespace.
     pub mounted: BTreeSet<ChainId>,
+    /// Chains that running kiln processes (builds) have leased: they are about to mount them.
+    pub leased: BTreeSet<ChainId>,
 }
 
 impl Roots {
@@ -34,12 +36,15 @@ impl Roots {
             records: record_chains(store)?,
             containers: container_chains(store),
             mounted: mounted_chains(&snapshots),
+            leased: leased_chains(store)?,
         })
     }
 
     /// Roots that nothing may remove, not even `prune --all` or a size cap: they are in use.
     pub fn in_use(&self) -> BTreeSet<ChainId> {
-        self.containers.union(&self.mounted).cloned().collect()
+        let mut in_use: BTreeSet<ChainId> = self.containers.union(&self.mounted).cloned().collect();
+        in_use.extend(self.leased.iter().cloned());
+        in_use
     }
 
     /// Roots a plain prune keeps.
@@ -49,6 +54,15 @@ impl Roots {
         all.extend(self.records.iter().cloned());
         all
     }
+}
+
+/// The chains live kiln processes have leased (see [`kiln_oci::Store::lease`]).
+fn leased_chains(store: &Store) -> GcResult<BTreeSet<ChainId>> {
+    Ok(store
+        .live_leases()?
+        .iter()
+        .filter_map(|name| ChainId::parse(name).ok())
+        .collect())
 }
 
 fn image_chain_ids(image: &Image) -> kiln_oci::Result<Vec<ChainId>> {
