@@ -67,6 +67,9 @@ impl PaxSparse {
 /// one declaring terabytes of zeros) then costs no disk space for its holes.
 pub(crate) fn copy_with_holes(from: &mut impl Read, to: &mut File) -> Result<u64, CopyError> {
     const CHUNK: usize = 64 * 1024;
+    // Compared as slices, which is one memcmp: a sparse entry can claim gigabytes of zeros, and
+    // a byte-by-byte scan of them costs minutes in an unoptimised build.
+    static ZEROS: [u8; CHUNK] = [0; CHUNK];
     let mut buf = vec![0u8; CHUNK];
     let mut total: u64 = 0;
     let mut pending_hole = false;
@@ -75,7 +78,7 @@ pub(crate) fn copy_with_holes(from: &mut impl Read, to: &mut File) -> Result<u64
         if n == 0 {
             break;
         }
-        if buf[..n].iter().all(|&b| b == 0) {
+        if buf[..n] == ZEROS[..n] {
             to.seek(SeekFrom::Current(n as i64))
                 .map_err(CopyError::Write)?;
             pending_hole = true;
