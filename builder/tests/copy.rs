@@ -361,6 +361,61 @@ fn from_a_directory_root_paths_are_absolute_and_owners_kept() {
 }
 
 #[test]
+fn fifos_and_device_nodes_of_a_stage_are_made_again_and_sockets_left_out() {
+    if !need_root("fifos_and_device_nodes_of_a_stage_are_made_again_and_sockets_left_out") {
+        return;
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let stage = tmp();
+    write(stage.path(), &[("d/file", "f")]);
+    let at = |name: &str| stage.path().join(name);
+    let mknod = |name: &str, kind: rustix::fs::FileType, dev: u64| {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            at(name),
+            kind,
+            rustix::fs::Mode::from_raw_mode(0o640),
+            dev,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    };
+    mknod("d/pipe", rustix::fs::FileType::Fifo, 0);
+    mknod(
+        "d/null",
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::makedev(1, 3),
+    );
+    let _socket =
+        std::os::unix::net::UnixListener::bind(at("d/socket")).unwrap_or_else(|e| panic!("{e}"));
+    let out = tmp();
+    let sel = copy::select(&spec(&["/d"], "/o"), &SourceRoot::Dir(stage.path()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    copy::apply(&sel, out.path()).unwrap_or_else(|e| panic!("{e}"));
+    let meta = |name: &str| fs::symlink_metadata(out.path().join(name)).ok();
+    let pipe = meta("o/pipe").unwrap_or_else(|| panic!("the FIFO was not copied"));
+    assert!(pipe.file_type().is_fifo());
+    assert_eq!(pipe.mode() & 0o7777, 0o640);
+    let null = meta("o/null").unwrap_or_else(|| panic!("the device was not copied"));
+    assert!(null.file_type().is_char_device());
+    assert_eq!(null.rdev(), rustix::fs::makedev(1, 3));
+    assert!(meta("o/socket").is_none());
+    assert_eq!(read(&out.path().join("o/file")), "f");
+    // The cache key sees the nodes (kind and device number), so a changed device is a new key.
+    let kinds: Vec<(char, String)> = sel
+        .cache_sources(None)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .filter(|f| f.path.ends_with("pipe") || f.path.ends_with("null"))
+        .map(|f| (f.kind, f.link_target))
+        .collect();
+    assert!(kinds.contains(&('p', String::new())), "{kinds:?}");
+    assert!(
+        kinds.contains(&('c', rustix::fs::makedev(1, 3).to_string())),
+        "{kinds:?}"
+    );
+}
+
+#[test]
 fn modes_and_mtimes_are_kept_and_chmod_applies() {
     let ctx = context_with(&[("run.sh", "#!/bin/sh"), ("d/data", "x")]);
     fs::set_permissions(ctx.path().join("run.sh"), fs::Permissions::from_mode(0o750))

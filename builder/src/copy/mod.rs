@@ -95,6 +95,28 @@ pub enum ItemKind {
     Symlink(String),
     /// A local archive ADD extracts into the item's destination directory.
     Archive,
+    /// A FIFO or a device node of a stage or image (`COPY --from`), made again with
+    /// `mknod`, as BuildKit's copy makes them.
+    Node(NodeKind),
+}
+
+/// The kind of a [`ItemKind::Node`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Fifo,
+    Char { rdev: u64 },
+    Block { rdev: u64 },
+}
+
+impl NodeKind {
+    /// What the cache key records: the kind's letter and, for devices, the device number.
+    pub fn describe(self) -> (char, String) {
+        match self {
+            NodeKind::Fifo => ('p', String::new()),
+            NodeKind::Char { rdev } => ('c', rdev.to_string()),
+            NodeKind::Block { rdev } => ('b', rdev.to_string()),
+        }
+    }
 }
 
 /// Where an item's bytes come from.

@@ -4,7 +4,7 @@
 use super::archive;
 use super::pattern::{glob_match, has_wildcard};
 use super::{
-    Chmod, CopySpec, Item, ItemKind, ItemSource, Owner, Selection, SourceFile, SourceRoot,
+    Chmod, CopySpec, Item, ItemKind, ItemSource, NodeKind, Owner, Selection, SourceFile, SourceRoot,
 };
 use crate::context::{BuildContext, Entry, EntryKind, sha256_file};
 use crate::dockerignore::{Matcher, PatternLine};
@@ -272,12 +272,19 @@ fn node_of_entry(e: &Entry) -> Node {
 }
 
 fn node_of_meta(rel: String, host: &Path, meta: &std::fs::Metadata) -> Result<Node> {
+    use std::os::unix::fs::FileTypeExt;
     let ft = meta.file_type();
     let kind = if ft.is_dir() {
         ItemKind::Dir
     } else if ft.is_symlink() {
         let target = std::fs::read_link(host).map_err(|e| Error::io(host, e))?;
         ItemKind::Symlink(target.to_string_lossy().into_owned())
+    } else if ft.is_fifo() {
+        ItemKind::Node(NodeKind::Fifo)
+    } else if ft.is_char_device() {
+        ItemKind::Node(NodeKind::Char { rdev: meta.rdev() })
+    } else if ft.is_block_device() {
+        ItemKind::Node(NodeKind::Block { rdev: meta.rdev() })
     } else {
         ItemKind::File
     };
@@ -288,7 +295,8 @@ fn node_of_meta(rel: String, host: &Path, meta: &std::fs::Metadata) -> Result<No
         uid: meta.uid(),
         gid: meta.gid(),
         digest: None,
-        special: !(ft.is_dir() || ft.is_symlink() || ft.is_file()),
+        // Sockets belong to a running process: a copy leaves them out, as BuildKit's does.
+        special: ft.is_socket(),
     })
 }
 
@@ -703,6 +711,7 @@ pub(super) fn cache_sources(sel: &Selection, dest_root: Option<&Path>) -> Result
                     ItemKind::Dir => 'd',
                     ItemKind::Symlink(_) => 'l',
                     ItemKind::Archive => 'a',
+                    ItemKind::Node(node) => node.describe().0,
                 },
                 mode: it.final_mode(sel.chmod.as_ref()),
                 uid,
@@ -710,6 +719,7 @@ pub(super) fn cache_sources(sel: &Selection, dest_root: Option<&Path>) -> Result
                 digest,
                 link_target: match &it.kind {
                     ItemKind::Symlink(t) => t.clone(),
+                    ItemKind::Node(node) => node.describe().1,
                     _ => String::new(),
                 },
             })

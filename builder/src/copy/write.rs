@@ -5,7 +5,7 @@
 
 use super::archive;
 use super::{
-    CopySpec, CopyStats, Item, ItemKind, ItemSource, Owner, Selection, SourceRoot, select,
+    CopySpec, CopyStats, Item, ItemKind, ItemSource, NodeKind, Owner, Selection, SourceRoot, select,
 };
 use crate::error::{Error, Result};
 use kiln_snapshotter::{
@@ -228,6 +228,35 @@ impl Writer {
                         .map_err(|e| self.err(&rel, "setting times", e))?;
                 }
                 self.stats.symlinks += 1;
+            }
+            ItemKind::Node(node) => {
+                match existing {
+                    Some(FileType::Directory) => {
+                        return Err(Error::CopyInvalid {
+                            instruction: "COPY",
+                            reason: format!("cannot replace directory {} with a file", shown(&rel)),
+                        });
+                    }
+                    Some(_) => rustix::fs::unlinkat(&dir, name, AtFlags::empty())
+                        .map_err(|e| self.err(&rel, "replacing", e))?,
+                    None => {}
+                }
+                let (file_type, rdev) = match *node {
+                    NodeKind::Fifo => (FileType::Fifo, 0),
+                    NodeKind::Char { rdev } => (FileType::CharacterDevice, rdev),
+                    NodeKind::Block { rdev } => (FileType::BlockDevice, rdev),
+                };
+                rustix::fs::mknodat(&dir, name, file_type, Mode::from_raw_mode(0o600), rdev)
+                    .map_err(|e| self.err(&rel, "creating device node or FIFO", e))?;
+                self.set_owner(dir.as_fd(), name, &rel, (uid, gid))?;
+                // Owner before mode: chown clears set-id bits.
+                rustix::fs::chmodat(&dir, name, Mode::from_raw_mode(mode), AtFlags::empty())
+                    .map_err(|e| self.err(&rel, "setting mode", e))?;
+                if let Some(meta) = &source_meta {
+                    rustix::fs::utimensat(&dir, name, &times_of(meta), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| self.err(&rel, "setting times", e))?;
+                }
+                self.stats.files += 1;
             }
             ItemKind::Archive => {}
         }
