@@ -24,7 +24,8 @@ ENV DONE=1
 
 const BUILD_RUN: &str = "[build 2/2] RUN cat /proc/sys/kernel/random/uuid > /built-at";
 const COPY_A: &str = "[stage-1 2/6] COPY a.txt /a.txt";
-const RUN_A: &str = "[stage-1 3/6] RUN cat /proc/sys/kernel/random/uuid > /stamp && cat /a.txt >> /stamp";
+const RUN_A: &str =
+    "[stage-1 3/6] RUN cat /proc/sys/kernel/random/uuid > /stamp && cat /a.txt >> /stamp";
 const COPY_B: &str = "[stage-1 4/6] COPY b.txt /b.txt";
 const RUN_B: &str = "[stage-1 5/6] RUN cat /proc/sys/kernel/random/uuid > /stamp-b";
 const COPY_FROM: &str = "[stage-1 6/6] COPY --from=build /built-at /built-at";
