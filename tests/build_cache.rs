@@ -11,22 +11,23 @@ use support::{KILN, have_tool, is_root, require};
 
 const DOCKERFILE: &str = "\
 FROM busybox:latest AS build
-RUN date +%s%N > /built-at
+RUN cat /proc/sys/kernel/random/uuid > /built-at
 
 FROM busybox:latest
 COPY a.txt /a.txt
-RUN date +%s%N > /stamp && cat /a.txt >> /stamp
+RUN cat /proc/sys/kernel/random/uuid > /stamp && cat /a.txt >> /stamp
 COPY b.txt /b.txt
-RUN date +%s%N > /stamp-b
+RUN cat /proc/sys/kernel/random/uuid > /stamp-b
 COPY --from=build /built-at /built-at
 ENV DONE=1
 ";
 
-const BUILD_RUN: &str = "[build 2/2] RUN date +%s%N > /built-at";
+const BUILD_RUN: &str = "[build 2/2] RUN cat /proc/sys/kernel/random/uuid > /built-at";
 const COPY_A: &str = "[stage-1 2/6] COPY a.txt /a.txt";
-const RUN_A: &str = "[stage-1 3/6] RUN date +%s%N > /stamp && cat /a.txt >> /stamp";
+const RUN_A: &str =
+    "[stage-1 3/6] RUN cat /proc/sys/kernel/random/uuid > /stamp && cat /a.txt >> /stamp";
 const COPY_B: &str = "[stage-1 4/6] COPY b.txt /b.txt";
-const RUN_B: &str = "[stage-1 5/6] RUN date +%s%N > /stamp-b";
+const RUN_B: &str = "[stage-1 5/6] RUN cat /proc/sys/kernel/random/uuid > /stamp-b";
 const COPY_FROM: &str = "[stage-1 6/6] COPY --from=build /built-at /built-at";
 const LAYER_STEPS: [&str; 6] = [BUILD_RUN, COPY_A, RUN_A, COPY_B, RUN_B, COPY_FROM];
 

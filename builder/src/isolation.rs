@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::stage::StageCtx;
 use crate::state::StageState;
-use crate::steps::{Step, layer_step, layer_step_in};
+use crate::steps::{Changes, Step, layer_step, layer_step_in};
 use crate::vertex::Vertex;
 use kiln_grammar::instructions::Instruction;
 use kiln_runner::{Isolation, Network};
@@ -42,8 +42,15 @@ pub fn run_layer_step(
     execute: impl FnOnce(&ActiveSnapshot, &Vertex<'_>) -> Result<Vec<String>>,
 ) -> Result<()> {
     let build = ctx.build;
+    let step = Step {
+        instruction,
+        name,
+        key,
+        created_by,
+        changes: Changes::Command,
+    };
     if build.request.isolation != Isolation::None {
-        return layer_step(ctx, state, instruction, name, key, created_by, execute);
+        return layer_step(ctx, state, step, execute);
     }
     let _root = LIVE_ROOT.lock().unwrap_or_else(|p| p.into_inner());
     // The context is read by later COPY steps, and the container's markers tell the next kiln
@@ -54,12 +61,6 @@ pub fn run_layer_step(
         "/.dockerenv".to_string(),
         "/run/.containerenv".to_string(),
     ];
-    let step = Step {
-        instruction,
-        name,
-        key,
-        created_by,
-    };
     let prepare = |parent: Option<&_>| {
         build
             .snapshotter

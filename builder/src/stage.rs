@@ -90,12 +90,12 @@ impl BuildCtx<'_> {
             &self.request.context,
             self.request.dockerfile_path.as_deref(),
         )?;
-        let mut entries = context.walk()?;
         let memo_path = self.context_memo_path();
-        let memo = DigestMemo::load(&memo_path);
-        context.hash(&mut entries, &memo)?;
+        // The memo loads while the tree is walked; only the hashing needs both.
+        let (memo, walked) = rayon::join(|| DigestMemo::load(&memo_path), || context.walk_stat());
+        let (entries, _) = walked?.hash(&memo)?;
         // Only a cache: a memo that cannot be written costs the next build some reading.
-        let _ = memo.save(&memo_path, &entries);
+        let _ = memo.save(&memo_path);
         let files = Arc::new(ContextFiles { context, entries });
         *slot = Some(files.clone());
         Ok(files)

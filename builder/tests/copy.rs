@@ -39,10 +39,9 @@ fn spec(sources: &[&str], dest: &str) -> CopySpec {
 }
 
 fn entries(ctx: &BuildContext) -> Vec<Entry> {
-    let mut e = ctx.walk().unwrap_or_else(|e| panic!("walk: {e}"));
-    ctx.hash(&mut e, &DigestMemo::default())
-        .unwrap_or_else(|e| panic!("hash: {e}"));
-    e
+    ctx.walk_hashed(&DigestMemo::default())
+        .unwrap_or_else(|e| panic!("walk: {e}"))
+        .0
 }
 
 /// Run one COPY from the context at `ctx_dir` into `dest`.

@@ -4,15 +4,16 @@
 //!
 //! Determinism: the compressed bytes depend only on the tar and the compression settings, never
 //! on the thread count. gzip is block-parallel (gzp with the pure-Rust deflate: fixed-size
-//! blocks, each compressed on its own), and zstd always runs its multi-threaded mode with at
+//! blocks, each compressed on its own, or stored when its bytes look incompressible: see
+//! [`crate::gzip`]), and zstd always runs its multi-threaded mode with at
 //! least one worker, whose output does not depend on the number of workers (zero workers selects
 //! the single-threaded code path, which writes different frames).
 
 use crate::digest::{Digest, Hasher, HashingWriter};
 use crate::error::{Error, IoContext, Result};
+use crate::gzip::LayerGzip;
 use crate::store::Store;
 use gzp::ZWriter;
-use gzp::deflate::Gzip;
 use gzp::par::compress::{ParCompress, ParCompressBuilder};
 use oci_spec::image::MediaType;
 use std::fs::{self, File};
@@ -108,7 +109,7 @@ impl Layer {
 type Sink = HashingWriter<BufWriter<File>>;
 
 enum Encoder {
-    Gzip(ParCompress<'static, Gzip, Sink>),
+    Gzip(ParCompress<'static, LayerGzip, Sink>),
     Zstd(zstd::stream::write::Encoder<'static, Sink>),
     None(Sink),
 }
@@ -153,7 +154,7 @@ impl<'s> LayerWriter<'s> {
         let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
         let encoder = match options.compression {
             Compression::Gzip(level) => {
-                let builder = ParCompressBuilder::<Gzip>::new()
+                let builder = ParCompressBuilder::<LayerGzip>::new()
                     .num_threads(threads)
                     .map_err(|e| Error::Compression(e.to_string()))?
                     .compression_level(gzp::Compression::new(level.min(9)));
@@ -175,6 +176,11 @@ impl<'s> LayerWriter<'s> {
             diff: Hasher::new(),
             compression: options.compression,
         })
+    }
+
+    /// The diff-id of the tar written so far (the digest of the uncompressed stream).
+    pub fn diff_id(&self) -> Digest {
+        self.diff.clone().finish().0
     }
 
     /// Flushes the compressor, verifies nothing is lost, and commits the blob.

@@ -25,6 +25,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod gc;
+mod gzip;
 pub mod image;
 pub mod layer;
 pub mod reference;

@@ -802,6 +802,67 @@ impl ActiveSnapshot {
         Err(err)
     }
 
+    /// As [`ActiveSnapshot::commit`], for a snapshot whose changes kiln made itself (files it
+    /// copied in, directories it created), never a command: on overlay, with nothing excluded
+    /// and no mtime clamped, the upper directory already holds exactly what the layer says, so
+    /// it is diffed once and then renamed into the store as the new snapshot instead of being
+    /// written a second time from the diff. `diff_id` gives the digest of what `out` was handed
+    /// (a layer writer hashes it anyway). Anything else takes the path of `commit`.
+    pub fn commit_upper<W: Write>(
+        mut self,
+        mut out: W,
+        opts: &DiffOptions,
+        diff_id: impl FnOnce(&mut W) -> Result<DiffId>,
+    ) -> Result<Committed> {
+        let in_place = matches!(self.state, State::Overlay { .. })
+            && opts.exclude.is_empty()
+            && opts.clamp_mtime.is_none();
+        if !in_place {
+            return self.commit(out, opts);
+        }
+        let result = self.commit_upper_inner(&mut out, opts, diff_id);
+        let cleaned = self.cleanup();
+        let committed = result?;
+        cleaned?;
+        Ok(committed)
+    }
+
+    fn commit_upper_inner<W: Write>(
+        &mut self,
+        out: &mut W,
+        opts: &DiffOptions,
+        diff_id: impl FnOnce(&mut W) -> Result<DiffId>,
+    ) -> Result<Committed> {
+        // Nothing may write through the mount while the upper directory is read and moved.
+        self.unmount()?;
+        let State::Overlay { upper, .. } = &self.state else {
+            return Err(Error::io(
+                "committing",
+                &self.dir,
+                io::Error::other("not an overlay snapshot"),
+            ));
+        };
+        let stats = diff::diff_upper(upper, &mut *out, opts)?;
+        let diff_id = diff_id(out)?;
+        let snap = &self.snapshotter;
+        let parent = self.parent.as_ref();
+        let chain_id = Digest::chain(parent, &diff_id);
+        if !snap.exists(&chain_id) {
+            let tmp = tempfile::Builder::new()
+                .prefix(".tmp-")
+                .tempdir_in(&snap.inner.dir)
+                .map_err(|e| Error::io("creating a temporary directory in", &snap.inner.dir, e))?;
+            let tree = tmp.path().join(snap.tree_name());
+            fs::rename(upper, &tree).map_err(|e| Error::io("moving", upper, e))?;
+            snap.install(tmp, &chain_id, parent, &diff_id)?;
+        }
+        Ok(Committed {
+            diff_id,
+            chain_id,
+            stats,
+        })
+    }
+
     /// Unmounts and removes the snapshot, discarding its changes.
     pub fn abort(mut self) -> Result<()> {
         self.cleanup()

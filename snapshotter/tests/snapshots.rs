@@ -205,6 +205,46 @@ fn whiteouts_opaque_dirs_and_renames_roundtrip_through_overlay() {
 }
 
 #[test]
+fn upper_committed_in_place_matches_the_layer_it_wrote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(snap) = overlay_snapshotter(&tmp.path().join("store"), KernelMounter::default())
+    else {
+        return;
+    };
+    let base = base_layer(tmp.path());
+    let c1 = snap.apply_layer(None, &diff_id(&base), &base[..]).unwrap();
+    let active = snap.prepare(Some(&c1)).unwrap();
+    mutate(active.mount_point());
+    let mut layer = Vec::new();
+    let committed = active
+        .commit_upper(&mut layer, &DiffOptions::default(), |w| Ok(diff_id(w)))
+        .unwrap();
+    assert_eq!(committed.diff_id, diff_id(&layer));
+    assert_eq!(
+        committed.chain_id,
+        Digest::chain(Some(&c1), &committed.diff_id)
+    );
+    assert!(leftovers(&tmp.path().join("store")).is_empty());
+    let view = snap.prepare(Some(&committed.chain_id)).unwrap();
+    let moved = fingerprint(view.mount_point());
+    view.abort().unwrap();
+
+    // The same layer applied in another store gives the same tree.
+    let other = overlay_snapshotter(&tmp.path().join("other"), KernelMounter::default()).unwrap();
+    let o1 = other.apply_layer(None, &diff_id(&base), &base[..]).unwrap();
+    let o2 = other
+        .apply_layer(Some(&o1), &committed.diff_id, &layer[..])
+        .unwrap();
+    assert_eq!(o2, committed.chain_id);
+    let view = other.prepare(Some(&o2)).unwrap();
+    let applied = fingerprint(view.mount_point());
+    view.abort().unwrap();
+    assert_eq!(moved, applied);
+    assert_eq!(moved["d/x"].content, b"changed");
+    assert!(!moved.contains_key("a"));
+}
+
+#[test]
 fn copy_backend_gives_the_same_diff() {
     let tmp = tempfile::tempdir().unwrap();
     let copy_store = tmp.path().join("copy");

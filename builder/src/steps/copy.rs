@@ -3,7 +3,7 @@
 //! by content, and on a cache miss copied into a snapshot that becomes the layer. Selecting and
 //! writing are [`crate::copy`]'s; this module is the step around them.
 
-use super::{Expand, layer_step, resolve_from};
+use super::{Changes, Expand, Step, layer_step, resolve_from};
 use crate::cache_key::CacheKey;
 use crate::copy::{self, CopySpec, HeredocSource, SourceRoot};
 use crate::error::{Error, Result};
@@ -106,18 +106,17 @@ pub fn copy(
             .instruction(&canonical)
             .sources(&files)
             .finish_explained();
-        layer_step(
-            ctx,
-            state,
+        let step = Step {
             instruction,
             name,
             key,
             created_by,
-            |active, _| {
-                copy::apply(&selection, active.mount_point())?;
-                Ok(Vec::new())
-            },
-        )
+            changes: Changes::Kiln,
+        };
+        layer_step(ctx, state, step, |active, _| {
+            copy::apply(&selection, active.mount_point())?;
+            Ok(Vec::new())
+        })
     })()
     .map_err(at);
     let released = match source_snapshot {

@@ -204,6 +204,17 @@ pub fn title(ctx: &StageCtx<'_, '_>, state: &StageState, instruction: &Instructi
         .to_string()
 }
 
+/// Who makes a step's changes, which decides how its snapshot is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Changes {
+    /// A command in a sandbox: the new snapshot is applied from the layer, so the next step
+    /// sees exactly what the layer says, whatever the command left outside it.
+    Command,
+    /// kiln itself (COPY, ADD, WORKDIR): the snapshot's changes are the layer, and on overlay
+    /// they become the new snapshot as they are, without being written again.
+    Kiln,
+}
+
 /// A step that changes the filesystem. Answered from the cache when `key` has a record;
 /// otherwise `execute` works on a snapshot of the current chain, whose changes become the
 /// step's layer. `execute` returns the paths (root-relative) to leave out of the layer.
@@ -211,19 +222,10 @@ pub fn title(ctx: &StageCtx<'_, '_>, state: &StageState, instruction: &Instructi
 pub fn layer_step(
     ctx: &StageCtx<'_, '_>,
     state: &mut StageState,
-    instruction: &Instruction,
-    name: String,
-    key: impl Into<crate::explain::StepKey>,
-    created_by: String,
+    step: Step<'_>,
     execute: impl FnOnce(&ActiveSnapshot, &Vertex<'_>) -> Result<Vec<String>>,
 ) -> Result<()> {
     let snapshotter = ctx.build.snapshotter;
-    let step = Step {
-        instruction,
-        name,
-        key: key.into(),
-        created_by,
-    };
     layer_step_in(
         ctx,
         state,
@@ -239,6 +241,7 @@ pub struct Step<'i> {
     pub name: String,
     pub key: crate::explain::StepKey,
     pub created_by: String,
+    pub changes: Changes,
 }
 
 /// [`layer_step`] on a snapshot that `prepare` makes from the parent chain (a RUN without
@@ -255,6 +258,7 @@ pub fn layer_step_in(
         name,
         key,
         created_by,
+        changes,
     } = step;
     let build = ctx.build;
     let step = key;
@@ -278,7 +282,12 @@ pub fn layer_step_in(
             .explain
             .explain(ctx.stage, &place, &step, ctx.no_cache_flag()),
     );
-    match execute_layer(ctx, state, &key, created_by, &vertex, prepare, execute) {
+    let made = Made {
+        key: &key,
+        created_by,
+        changes,
+    };
+    match execute_layer(ctx, state, made, &vertex, prepare, execute) {
         Ok(()) => {
             build.explain.ran(ctx.stage, place, &title, &step);
             state.cache_key = after_layer(&key, state);
@@ -307,15 +316,26 @@ fn after_layer(key: &str, state: &StageState) -> String {
         .finish()
 }
 
+/// What [`execute_layer`] records the layer it makes under.
+struct Made<'k> {
+    key: &'k str,
+    created_by: String,
+    changes: Changes,
+}
+
 fn execute_layer(
     ctx: &StageCtx<'_, '_>,
     state: &mut StageState,
-    key: &str,
-    created_by: String,
+    made: Made<'_>,
     vertex: &Vertex<'_>,
     prepare: impl FnOnce(Option<&ChainId>) -> kiln_snapshotter::Result<ActiveSnapshot>,
     execute: impl FnOnce(&ActiveSnapshot, &Vertex<'_>) -> Result<Vec<String>>,
 ) -> Result<()> {
+    let Made {
+        key,
+        created_by,
+        changes,
+    } = made;
     let build = ctx.build;
     let active = prepare(state.chain.as_ref())?;
     let extra = match execute(&active, vertex) {
@@ -338,7 +358,12 @@ fn execute_layer(
             threads: 0,
         },
     )?;
-    let committed = active.commit(&mut writer, &options)?;
+    let committed = match changes {
+        Changes::Command => active.commit(&mut writer, &options)?,
+        Changes::Kiln => active.commit_upper(&mut writer, &options, |w| {
+            kiln_snapshotter::Digest::parse(w.diff_id().as_str())
+        })?,
+    };
     let layer = writer.finish()?;
     if layer.diff_id.as_str() != committed.diff_id.as_str() {
         return Err(Error::Layer {

@@ -1,7 +1,7 @@
 //! WORKDIR: sets the working directory (relative to the previous one) and, as BuildKit does,
 //! creates it in a layer of its own, owned by the stage's USER.
 
-use super::{Expand, layer_step, record_config_step};
+use super::{Changes, Expand, Step, layer_step, record_config_step};
 use crate::cache_key::CacheKey;
 use crate::error::{Error, Result};
 use crate::inroot;
@@ -31,20 +31,19 @@ pub fn workdir(
         .instruction(&format!("{created_by}\nowner={user}"))
         .finish_explained();
     let location = ctx.build.location(instruction.span);
-    layer_step(
-        ctx,
-        state,
+    let step = Step {
         instruction,
         name,
         key,
         created_by,
-        |active, _| {
-            let root = active.mount_point();
-            let (uid, gid) = owner(root, &user, &location)?;
-            inroot::make_dirs(root, &dir, uid, gid).map_err(|e| Error::io(Path::new(&dir), e))?;
-            Ok(Vec::new())
-        },
-    )
+        changes: Changes::Kiln,
+    };
+    layer_step(ctx, state, step, |active, _| {
+        let root = active.mount_point();
+        let (uid, gid) = owner(root, &user, &location)?;
+        inroot::make_dirs(root, &dir, uid, gid).map_err(|e| Error::io(Path::new(&dir), e))?;
+        Ok(Vec::new())
+    })
 }
 
 /// The uid and gid of `user` (`name|uid[:group|gid]`, empty for root) in the root filesystem.
