@@ -80,18 +80,30 @@ impl Builders {
     }
 
     fn buildah(&self, args: &[&str]) -> String {
-        let out = Command::new("buildah")
-            .arg("--root")
-            .arg(self.dir.path().join("buildah"))
-            .arg("--runroot")
-            .arg(self.dir.path().join("buildah-run"))
-            .args(["--storage-driver", "vfs"])
-            .args(args)
-            // ONBUILD triggers run at `buildah from` too; chroot keeps them off the host's OCI
-            // runtime, which may not cope with this machine's cgroup setup.
-            .env("BUILDAH_ISOLATION", "chroot")
-            .output()
-            .expect("buildah runs");
+        let run = || {
+            Command::new("buildah")
+                .arg("--root")
+                .arg(self.dir.path().join("buildah"))
+                .arg("--runroot")
+                .arg(self.dir.path().join("buildah-run"))
+                .args(["--storage-driver", "vfs"])
+                .args(args)
+                // ONBUILD triggers run at `buildah from` too; chroot keeps them off the host's
+                // OCI runtime, which may not cope with this machine's cgroup setup.
+                .env("BUILDAH_ISOLATION", "chroot")
+                .output()
+                .expect("buildah runs")
+        };
+        let mut out = run();
+        // buildah 1.28's chroot mode now and then fails to seal the copy of itself it runs a
+        // step with ("Close_Fd sealing memfd copy: Device or resource busy") when the machine
+        // is busy: the peer's hiccup, not a difference, so the build is tried again.
+        for _ in 0..2 {
+            if out.status.success() || !String::from_utf8_lossy(&out.stderr).contains("memfd") {
+                break;
+            }
+            out = run();
+        }
         checked(&format!("buildah {}", args.join(" ")), out)
     }
 
