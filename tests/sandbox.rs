@@ -537,23 +537,20 @@ fn stdin_is_connected_only_with_interactive() {
 #[test]
 fn tty_gives_the_process_a_terminal() {
     let Some(fx) = fixture() else { return };
-    let has_script = Command::new("script")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
     if !require(
-        has_script,
+        has_program("script", "--version"),
         "script(1) from util-linux is needed to provide a terminal",
     ) {
         return;
     }
     let inner = format!(
-        "{} sandbox -t --rootfs {} -- sh -c '[ -t 0 ] && [ -t 1 ] && echo is-a-tty; echo $TERM; exit 3'",
+        "exec {} sandbox -t --rootfs {} -- sh -c '[ -t 0 ] && [ -t 1 ] && echo is-a-tty; echo $TERM; exit 3'",
         KILN,
         fx.rootfs.display()
     );
     let mut cmd = Command::new("script");
     cmd.args(["-qec", &inner, "/dev/null"])
+        .env("SHELL", "/bin/sh")
         .env("TMPDIR", &fx.tmp)
         .stdin(Stdio::null());
     let (child, out, err) = fx.spawn(cmd, "tty");
@@ -819,8 +816,10 @@ fn ctrl_c_at_the_terminal_reaches_the_process_once() {
     let marker = fx.rootfs.join("tmp/started");
     for init in ["", "--init"] {
         // The terminal sends SIGINT to kiln's process group; the process counts what it gets.
+        // `exec`: script(1) starts `$SHELL -c`, and a shell left waiting in that group would
+        // die of the same Ctrl-C (dash does not replace itself with its last command).
         let inner = format!(
-            "{} sandbox --rootfs {} {init} -- sh -c \
+            "exec {} sandbox --rootfs {} {init} -- sh -c \
              'n=0; trap \"n=\\$((n+1))\" INT; touch /tmp/started; sleep 3 & wait; sleep 1; \
              echo count=$n'",
             KILN,
@@ -834,6 +833,7 @@ fn ctrl_c_at_the_terminal_reaches_the_process_once() {
         cmd.args(["-c", script])
             .env("INNER", &inner)
             .env("MARKER", &marker)
+            .env("SHELL", "/bin/sh")
             .env("TMPDIR", &fx.tmp)
             .stdin(Stdio::null());
         let (child, out, err) = fx.spawn(cmd, "ctrl-c");
