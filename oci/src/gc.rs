@@ -125,7 +125,8 @@ fn sweep(
             report.reclaimed_bytes += size;
         }
     }
-    Ok(())
+    // Chunk records of removed blobs would point nowhere.
+    crate::gzip::memo::prune(store.root(), store.blobs_dir())
 }
 
 /// Every blob index.json reaches. Fails if a manifest cannot be read: its layers are unknown,

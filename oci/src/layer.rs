@@ -3,22 +3,24 @@
 //! reader that decompresses a layer whatever its compression.
 //!
 //! Determinism: the compressed bytes depend only on the tar and the compression settings, never
-//! on the thread count. gzip is block-parallel (gzp with the pure-Rust deflate: fixed-size
-//! blocks, each compressed on its own, or stored when its bytes look incompressible: see
-//! [`crate::gzip`]), and zstd always runs its multi-threaded mode with at
+//! on the thread count. gzip is chunk-parallel (content-defined chunks, each compressed on its
+//! own, stretches that look incompressible stored, chunks an earlier layer of the store holds
+//! copied from it: see [`crate::gzip`]), and zstd always runs its multi-threaded mode with at
 //! least one worker, whose output does not depend on the number of workers (zero workers selects
 //! the single-threaded code path, which writes different frames).
 
 use crate::digest::{Digest, Hasher, HashingWriter};
 use crate::error::{Error, IoContext, Result};
-use crate::gzip::LayerGzip;
+use crate::gzip::{ChunkMemo, Finished, GzipWriter};
 use crate::store::Store;
-use gzp::ZWriter;
-use gzp::par::compress::{ParCompress, ParCompressBuilder};
 use oci_spec::image::MediaType;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::JoinHandle;
 
 /// How a layer is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,12 +106,11 @@ impl Layer {
     }
 }
 
-/// The end of the compression pipeline: a temp file that hashes what it is given. Owned and
-/// `Send + 'static` because gzp writes it from its own thread.
+/// The end of the compression pipeline: a temp file that hashes what it is given.
 type Sink = HashingWriter<BufWriter<File>>;
 
 enum Encoder {
-    Gzip(ParCompress<'static, LayerGzip, Sink>),
+    Gzip(GzipWriter<Sink>),
     Zstd(zstd::stream::write::Encoder<'static, Sink>),
     None(Sink),
 }
@@ -123,11 +124,171 @@ impl Encoder {
         }
     }
 
-    fn finish(self) -> Result<Sink> {
+    /// The sink, all written, and for gzip where its chunks lie.
+    fn finish(self) -> Result<(Sink, Option<Finished>)> {
         match self {
-            Encoder::Gzip(mut w) => w.finish().map_err(|e| Error::Compression(e.to_string())),
-            Encoder::Zstd(w) => w.finish().map_err(|e| Error::Compression(e.to_string())),
-            Encoder::None(w) => Ok(w),
+            Encoder::Gzip(w) => w
+                .finish()
+                .map(|(sink, chunks)| (sink, Some(chunks)))
+                .map_err(|e| Error::Compression(e.to_string())),
+            Encoder::Zstd(w) => w
+                .finish()
+                .map(|sink| (sink, None))
+                .map_err(|e| Error::Compression(e.to_string())),
+            Encoder::None(w) => Ok((w, None)),
+        }
+    }
+}
+
+/// How much of the tar is handed to the encoder thread at a time.
+const FEED_BUFFER: usize = 1 << 20;
+
+/// What the encoder thread is handed.
+enum Feed {
+    /// More of the tar.
+    Data(Vec<u8>),
+    /// A request for the digest of the tar so far.
+    DiffId(SyncSender<Digest>),
+}
+
+/// What the encoder thread hands back: the blob's sink, where its gzip chunks lie, and the
+/// digest of the tar it was fed.
+struct Encoded {
+    sink: Sink,
+    chunks: Option<Finished>,
+    diff: Hasher,
+}
+
+/// The encoder on a thread of its own, fed whole buffers, so that making the tar (walking a
+/// tree, reading files) on the caller's thread overlaps with hashing and compressing it
+/// (cutting chunks, copying or compressing them, hashing and writing the blob).
+struct EncoderThread {
+    feed: Option<SyncSender<Feed>>,
+    /// Buffers the thread is done with, to fill again.
+    spares: Receiver<Vec<u8>>,
+    buffer: Vec<u8>,
+    /// Set when the layer is abandoned: the thread then stops without finishing the stream.
+    abandoned: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<Encoded>>>,
+}
+
+impl EncoderThread {
+    fn start(mut encoder: Encoder) -> Result<EncoderThread> {
+        let (feed, input) = mpsc::sync_channel::<Feed>(4);
+        let (give_back, spares) = mpsc::channel();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&abandoned);
+        let thread = std::thread::Builder::new()
+            .name("layer".into())
+            .spawn(move || {
+                let mut diff = Hasher::new();
+                // Ends when the writer drops its end of the channel.
+                for feed in input {
+                    match feed {
+                        Feed::Data(mut buffer) => {
+                            diff.update(&buffer);
+                            encoder
+                                .writer()
+                                .write_all(&buffer)
+                                .map_err(|e| Error::io("layer output", e))?;
+                            buffer.clear();
+                            let _ = give_back.send(buffer);
+                        }
+                        Feed::DiffId(reply) => {
+                            let _ = reply.send(diff.clone().finish().0);
+                        }
+                    }
+                }
+                if stop.load(Ordering::SeqCst) {
+                    return Err(Error::Compression("the layer was abandoned".into()));
+                }
+                let (sink, chunks) = encoder.finish()?;
+                Ok(Encoded { sink, chunks, diff })
+            })
+            .map_err(|e| Error::io("starting the layer encoder", e))?;
+        Ok(EncoderThread {
+            feed: Some(feed),
+            spares,
+            buffer: Vec::with_capacity(FEED_BUFFER),
+            abandoned,
+            thread: Some(thread),
+        })
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = data.len().min(FEED_BUFFER - self.buffer.len());
+            self.buffer.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buffer.len() == FEED_BUFFER {
+                self.send()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let next = self
+            .spares
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(FEED_BUFFER));
+        let full = std::mem::replace(&mut self.buffer, next);
+        self.post(Feed::Data(full))
+    }
+
+    fn post(&mut self, feed: Feed) -> io::Result<()> {
+        let sent = match &self.feed {
+            Some(channel) => channel.send(feed).is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The thread stopped early: its error says why.
+        Err(match self.join() {
+            Err(e) => io::Error::other(e.to_string()),
+            Ok(_) => io::Error::other("the layer encoder stopped"),
+        })
+    }
+
+    /// The digest of everything written so far, once the thread has hashed it.
+    fn diff_id(&mut self) -> io::Result<Digest> {
+        if !self.buffer.is_empty() {
+            self.send()?;
+        }
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.post(Feed::DiffId(reply))?;
+        answer
+            .recv()
+            .map_err(|_| io::Error::other("the layer encoder stopped"))
+    }
+
+    fn join(&mut self) -> Result<Encoded> {
+        self.feed = None;
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(Error::Compression("the layer encoder panicked".into()))),
+            None => Err(Error::Compression(
+                "the layer encoder already stopped".into(),
+            )),
+        }
+    }
+
+    /// Hands over what is buffered and waits for the stream to be finished.
+    fn finish(mut self) -> Result<Encoded> {
+        if !self.buffer.is_empty() {
+            self.send().map_err(|e| Error::io("layer output", e))?;
+        }
+        self.join()
+    }
+}
+
+impl Drop for EncoderThread {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.abandoned.store(true, Ordering::SeqCst);
+            let _ = self.join();
         }
     }
 }
@@ -137,8 +298,7 @@ impl Encoder {
 pub struct LayerWriter<'s> {
     store: &'s Store,
     path: PathBuf,
-    encoder: Option<Encoder>,
-    diff: Hasher,
+    encoder: Option<EncoderThread>,
     compression: Compression,
 }
 
@@ -154,11 +314,10 @@ impl<'s> LayerWriter<'s> {
         let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
         let encoder = match options.compression {
             Compression::Gzip(level) => {
-                let builder = ParCompressBuilder::<LayerGzip>::new()
-                    .num_threads(threads)
-                    .map_err(|e| Error::Compression(e.to_string()))?
-                    .compression_level(gzp::Compression::new(level.min(9)));
-                Encoder::Gzip(builder.from_writer(sink))
+                let memo = ChunkMemo::new(store.root(), store.blobs_dir(), store.tmp_dir(), level);
+                let writer = GzipWriter::new(sink, level, threads, Some(memo))
+                    .map_err(|e| Error::io(&path, e))?;
+                Encoder::Gzip(writer)
             }
             Compression::Zstd(level) => {
                 let mut enc = zstd::stream::write::Encoder::new(sink, level)
@@ -172,15 +331,18 @@ impl<'s> LayerWriter<'s> {
         Ok(LayerWriter {
             store,
             path,
-            encoder: Some(encoder),
-            diff: Hasher::new(),
+            encoder: Some(EncoderThread::start(encoder)?),
             compression: options.compression,
         })
     }
 
     /// The diff-id of the tar written so far (the digest of the uncompressed stream).
-    pub fn diff_id(&self) -> Digest {
-        self.diff.clone().finish().0
+    pub fn diff_id(&mut self) -> Result<Digest> {
+        self.encoder
+            .as_mut()
+            .ok_or_else(|| Error::Compression("layer writer already finished".into()))?
+            .diff_id()
+            .map_err(|e| Error::io("layer output", e))
     }
 
     /// Flushes the compressor, verifies nothing is lost, and commits the blob.
@@ -188,8 +350,7 @@ impl<'s> LayerWriter<'s> {
         let Some(encoder) = self.encoder.take() else {
             return Err(Error::Compression("layer writer already finished".into()));
         };
-        let diff = std::mem::take(&mut self.diff);
-        let result = self.seal(encoder, diff);
+        let result = self.seal(encoder);
         if result.is_err() {
             // The encoder is gone, so Drop will not clean up: do it here.
             let _ = fs::remove_file(&self.path);
@@ -197,8 +358,9 @@ impl<'s> LayerWriter<'s> {
         result
     }
 
-    fn seal(&self, encoder: Encoder, diff: Hasher) -> Result<Layer> {
-        let (buffered, digest, size) = encoder.finish()?.finish();
+    fn seal(&self, encoder: EncoderThread) -> Result<Layer> {
+        let Encoded { sink, chunks, diff } = encoder.finish()?;
+        let (buffered, digest, size) = sink.finish();
         let file = buffered
             .into_inner()
             .map_err(|e| Error::io(&self.path, e.into_error()))?;
@@ -206,6 +368,9 @@ impl<'s> LayerWriter<'s> {
         drop(file);
         let (diff_id, _) = diff.finish();
         self.store.commit_file(&self.path, &digest)?;
+        if let Some(chunks) = chunks {
+            chunks.remember(&digest);
+        }
         Ok(Layer {
             digest,
             diff_id,
@@ -221,24 +386,21 @@ impl Write for LayerWriter<'_> {
             .encoder
             .as_mut()
             .ok_or_else(|| io::Error::other("layer writer already finished"))?;
-        let n = encoder.writer().write(buf)?;
-        self.diff.update(&buf[..n]);
-        Ok(n)
+        encoder.write(buf)?;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match self.encoder.as_mut() {
-            Some(e) => e.writer().flush(),
-            None => Ok(()),
-        }
+        // The blob is only ever read once finished; nothing is gained by pushing bytes early.
+        Ok(())
     }
 }
 
 impl Drop for LayerWriter<'_> {
     fn drop(&mut self) {
         if let Some(encoder) = self.encoder.take() {
-            // Let the compression threads wind down before removing their output file.
-            let _ = encoder.finish();
+            // Stops the encoder thread and its compression workers, which then write no more.
+            drop(encoder);
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -346,7 +508,7 @@ pub fn open_layer_blob(store: &Store, digest: &Digest) -> Result<Box<dyn Read + 
 mod tests {
     use super::*;
 
-    /// A few MB of tar with text-like and random-ish content so that gzp uses several blocks.
+    /// A few MB of tar with text-like and random-ish content so that gzip cuts it into several chunks.
     fn sample_tar() -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
         let mut state = 0x1234_5678_u64;
@@ -438,6 +600,22 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert!(out == tar);
+    }
+
+    #[test]
+    fn diff_id_is_of_everything_written_so_far() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tar = sample_tar();
+        let mut writer = LayerWriter::new(&store, LayerOptions::default()).unwrap();
+        // Less than one buffer, then several.
+        writer.write_all(&tar[..1000]).unwrap();
+        assert_eq!(writer.diff_id().unwrap(), Digest::of(&tar[..1000]));
+        writer.write_all(&tar[1000..]).unwrap();
+        assert_eq!(writer.diff_id().unwrap(), Digest::of(&tar));
+        let layer = writer.finish().unwrap();
+        assert_eq!(layer.diff_id, Digest::of(&tar));
+        assert_eq!(store.verify_blob(&layer.digest).ok(), Some(true));
     }
 
     #[test]

@@ -361,7 +361,12 @@ fn execute_layer(
     let committed = match changes {
         Changes::Command => active.commit(&mut writer, &options)?,
         Changes::Kiln => active.commit_upper(&mut writer, &options, |w| {
-            kiln_snapshotter::Digest::parse(w.diff_id().as_str())
+            let diff_id = w.diff_id().map_err(|e| kiln_snapshotter::Error::Io {
+                op: "hashing",
+                path: "the layer".into(),
+                source: std::io::Error::other(e),
+            })?;
+            kiln_snapshotter::Digest::parse(diff_id.as_str())
         })?,
     };
     let layer = writer.finish()?;
