@@ -12,9 +12,11 @@ use kiln_snapshotter::{
     ApplyOptions, RelPath, Root, WhiteoutMode, apply_layer, fd_path, is_overlay_internal,
     list_xattrs, remove_all_at, set_xattr, type_at,
 };
+use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Write as _};
@@ -22,6 +24,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 
 pub(super) fn apply(sel: &Selection, dest_root: &Path, users_root: &Path) -> Result<CopyStats> {
     let chown = sel
@@ -43,10 +46,19 @@ pub(super) fn apply(sel: &Selection, dest_root: &Path, users_root: &Path) -> Res
         can_chown,
         links: HashMap::new(),
         dirs: Vec::new(),
+        last_parent: None,
         stats: CopyStats::default(),
     };
-    for item in &sel.items {
-        w.write(sel, item)?;
+    let mut rest = &sel.items[..];
+    while !rest.is_empty() {
+        let batch = plain_file_run(rest);
+        if batch > 1 {
+            w.write_files(sel, &rest[..batch])?;
+            rest = &rest[batch..];
+        } else {
+            w.write(sel, &rest[0])?;
+            rest = &rest[1..];
+        }
     }
     w.finish()?;
     Ok(w.stats)
@@ -61,6 +73,10 @@ struct Writer {
     links: HashMap<(u64, u64), RelPath>,
     /// Directories whose mode and times are set once nothing more is written into them.
     dirs: Vec<(RelPath, u32, Option<Timestamps>)>,
+    /// The directory the last file went into. Most files share their parent with the one
+    /// before, and resolving it again from the root costs a lookup per path component. Only
+    /// creating regular files keeps it: anything else may change what a path resolves to.
+    last_parent: Option<(RelPath, Arc<OwnedFd>)>,
     stats: CopyStats,
 }
 
@@ -89,6 +105,9 @@ impl Writer {
     }
 
     fn write(&mut self, sel: &Selection, item: &Item) -> Result<()> {
+        if item.kind != ItemKind::File {
+            self.last_parent = None;
+        }
         let mut rel = rel_of(&item.dest)?;
         if let Some(name) = &item.into_dir_name {
             // fsutil resolves a destination written without a trailing `/` (inside the root):
@@ -115,7 +134,7 @@ impl Writer {
             });
         };
         let parent_owner = self.chown.map_or((0, 0), |o| (o.uid, o.gid));
-        let dir = self.ensure_dirs(&parent, parent_owner)?;
+        let dir = self.parent_dir(&parent, parent_owner)?;
         let existing = type_at(dir.as_fd(), name).map_err(|e| self.err(&rel, "inspecting", e))?;
         let mode = item.final_mode(sel.chmod.as_ref());
         let source_meta = match &item.source {
@@ -142,67 +161,35 @@ impl Writer {
                 self.stats.dirs += 1;
             }
             ItemKind::File => {
-                if existing == Some(FileType::Directory) {
-                    return Err(Error::CopyInvalid {
-                        instruction: "COPY",
-                        reason: format!("cannot replace directory {} with a file", shown(&rel)),
-                    });
-                }
-                if existing.is_some() {
-                    rustix::fs::unlinkat(&dir, name, AtFlags::empty())
-                        .map_err(|e| self.err(&rel, "replacing", e))?;
-                }
                 if let Some(meta) = &source_meta
                     && meta.nlink() > 1
                 {
                     let key = (meta.dev(), meta.ino());
                     if let Some(first) = self.links.get(&key).cloned() {
+                        self.refuse_directory(existing, &rel)?;
+                        if existing.is_some() {
+                            self.last_parent = None;
+                            rustix::fs::unlinkat(&dir, name, AtFlags::empty())
+                                .map_err(|e| self.err(&rel, "replacing", e))?;
+                        }
                         return self.hard_link(&first, dir.as_fd(), name, &rel);
                     }
                     self.links.insert(key, rel.clone());
                 }
-                let fd = rustix::fs::openat(
-                    &dir,
+                if existing.is_some() {
+                    self.last_parent = None;
+                }
+                let file = PlainFile {
+                    item,
+                    dir: dir.as_fd(),
                     name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(|e| self.err(&rel, "creating file", e))?;
-                let mut out = File::from(fd);
-                let bytes = match &item.source {
-                    ItemSource::Path(p) => {
-                        let mut from = std::fs::OpenOptions::new()
-                            .read(true)
-                            .custom_flags_nofollow()
-                            .open(p)
-                            .map_err(|e| Error::io(p, e))?;
-                        io::copy(&mut from, &mut out).map_err(|e| self.err(&rel, "writing", e))?
-                    }
-                    ItemSource::Inline(text) => {
-                        out.write_all(text.as_bytes())
-                            .map_err(|e| self.err(&rel, "writing", e))?;
-                        text.len() as u64
-                    }
-                    ItemSource::None => 0,
+                    rel: &rel,
+                    existing,
+                    owner: (uid, gid),
+                    mode,
+                    source_meta: source_meta.as_ref(),
                 };
-                self.stats.bytes += bytes;
-                // Owner before mode: chown clears set-id bits.
-                if self.can_chown {
-                    rustix::fs::fchown(&out, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-                        .map_err(|e| self.err(&rel, "setting owner", e))?;
-                }
-                // After the owner (chown drops file capabilities), before a read-only mode.
-                self.copy_xattrs(&item.source, dir.as_fd(), name, &rel)?;
-                rustix::fs::fchmod(&out, Mode::from_raw_mode(mode))
-                    .map_err(|e| self.err(&rel, "setting mode", e))?;
-                if let Some(meta) = &source_meta {
-                    rustix::fs::futimens(&out, &times_of(meta))
-                        .map_err(|e| self.err(&rel, "setting times", e))?;
-                }
+                self.stats.bytes += self.write_file(&file)?;
                 self.stats.files += 1;
             }
             ItemKind::Symlink(target) => {
@@ -261,6 +248,135 @@ impl Writer {
             ItemKind::Archive => {}
         }
         Ok(())
+    }
+
+    /// Writes a run of plain files (see [`plain_file_run`]) on every core: their directories
+    /// are made first, one by one, then the files, which touch nothing but themselves, in
+    /// parallel. A file with several links is left to [`Writer::write`] afterwards, in order,
+    /// so hard links are made as a sequential copy makes them.
+    fn write_files(&mut self, sel: &Selection, items: &[Item]) -> Result<()> {
+        let parent_owner = self.chown.map_or((0, 0), |o| (o.uid, o.gid));
+        let mut planned = Vec::with_capacity(items.len());
+        for item in items {
+            let rel = rel_of(&item.dest)?;
+            let Some((parent, _)) = rel.split_last() else {
+                // A file cannot replace the root: `write` says so.
+                return self.write(sel, item);
+            };
+            let dir = self.parent_dir(&parent, parent_owner)?;
+            planned.push((item, rel, dir));
+        }
+        let this = &*self;
+        let written: Vec<Option<(u64, bool)>> = planned
+            .par_iter()
+            .map(|(item, rel, dir)| {
+                let ItemSource::Path(path) = &item.source else {
+                    return Ok(None);
+                };
+                let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+                if meta.nlink() > 1 {
+                    return Ok(None);
+                }
+                let Some((_, name)) = rel.split_last() else {
+                    return Ok(None);
+                };
+                let existing =
+                    type_at(dir.as_fd(), name).map_err(|e| this.err(rel, "inspecting", e))?;
+                let file = PlainFile {
+                    item,
+                    dir: dir.as_fd(),
+                    name,
+                    rel,
+                    existing,
+                    owner: item.owner(sel, this.chown),
+                    mode: item.final_mode(sel.chmod.as_ref()),
+                    source_meta: Some(&meta),
+                };
+                Ok(Some((this.write_file(&file)?, existing.is_some())))
+            })
+            .collect::<Result<_>>()?;
+        for ((item, _, _), done) in planned.iter().zip(&written) {
+            match done {
+                Some((bytes, replaced)) => {
+                    self.stats.bytes += bytes;
+                    self.stats.files += 1;
+                    if *replaced {
+                        self.last_parent = None;
+                    }
+                }
+                None => self.write(sel, item)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn refuse_directory(&self, existing: Option<FileType>, rel: &RelPath) -> Result<()> {
+        if existing == Some(FileType::Directory) {
+            return Err(Error::CopyInvalid {
+                instruction: "COPY",
+                reason: format!("cannot replace directory {} with a file", shown(rel)),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes one regular file (not a hard link to an earlier one), replacing what is at its
+    /// place unless that is a directory. Returns the bytes written. Takes `&self` only, so
+    /// files can be written on several threads.
+    fn write_file(&self, file: &PlainFile<'_>) -> Result<u64> {
+        let PlainFile {
+            item,
+            dir,
+            name,
+            rel,
+            existing,
+            owner: (uid, gid),
+            mode,
+            source_meta,
+        } = *file;
+        self.refuse_directory(existing, rel)?;
+        if existing.is_some() {
+            rustix::fs::unlinkat(dir, name, AtFlags::empty())
+                .map_err(|e| self.err(rel, "replacing", e))?;
+        }
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| self.err(rel, "creating file", e))?;
+        let mut out = File::from(fd);
+        let bytes = match &item.source {
+            ItemSource::Path(p) => {
+                let from = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags_nofollow()
+                    .open(p)
+                    .map_err(|e| Error::io(p, e))?;
+                copy_contents(&from, &mut out).map_err(|e| self.err(rel, "writing", e))?
+            }
+            ItemSource::Inline(text) => {
+                out.write_all(text.as_bytes())
+                    .map_err(|e| self.err(rel, "writing", e))?;
+                text.len() as u64
+            }
+            ItemSource::None => 0,
+        };
+        // Owner before mode: chown clears set-id bits.
+        if self.can_chown {
+            rustix::fs::fchown(&out, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                .map_err(|e| self.err(rel, "setting owner", e))?;
+        }
+        // After the owner (chown drops file capabilities), before a read-only mode.
+        self.copy_xattrs(&item.source, dir, name, rel)?;
+        rustix::fs::fchmod(&out, Mode::from_raw_mode(mode))
+            .map_err(|e| self.err(rel, "setting mode", e))?;
+        if let Some(meta) = source_meta {
+            rustix::fs::futimens(&out, &times_of(meta))
+                .map_err(|e| self.err(rel, "setting times", e))?;
+        }
+        Ok(bytes)
     }
 
     /// Where the symlink at `rel` leads, resolved inside the root; None when `rel` is not a
@@ -351,6 +467,19 @@ impl Writer {
             .map_err(|e| self.err(rel, "creating hard link", e))?;
         self.stats.hardlinks += 1;
         Ok(())
+    }
+
+    /// The parent directory for an item: the last one when it is the same, else opened (and
+    /// created where missing) with [`Writer::ensure_dirs`].
+    fn parent_dir(&mut self, rel: &RelPath, owner: (u32, u32)) -> Result<Arc<OwnedFd>> {
+        if let Some((last, fd)) = &self.last_parent
+            && last == rel
+        {
+            return Ok(Arc::clone(fd));
+        }
+        let fd = Arc::new(self.ensure_dirs(rel, owner)?);
+        self.last_parent = Some((rel.clone(), Arc::clone(&fd)));
+        Ok(fd)
     }
 
     /// Open directory `rel`, creating missing components inside the root (0755, owned by
@@ -478,4 +607,52 @@ impl NoFollow for std::fs::OpenOptions {
         use std::os::unix::fs::OpenOptionsExt;
         self.custom_flags(OFlags::NOFOLLOW.bits() as i32)
     }
+}
+
+/// One regular file to write: where, and with what owner, mode and times.
+#[derive(Clone, Copy)]
+struct PlainFile<'a> {
+    item: &'a Item,
+    dir: BorrowedFd<'a>,
+    name: &'a OsStr,
+    rel: &'a RelPath,
+    /// What is at its place now.
+    existing: Option<FileType>,
+    owner: (u32, u32),
+    mode: u32,
+    source_meta: Option<&'a std::fs::Metadata>,
+}
+
+/// Copies `from` into `out` in the kernel (sendfile until the end of the source), falling back
+/// to `io::copy` where the source cannot be spliced. `io::copy` alone would first probe both
+/// descriptors with two more stat calls per file.
+fn copy_contents(mut from: &File, out: &mut File) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        match rustix::fs::sendfile(&*out, from, None, 1 << 30) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            Err(Errno::INTR) => {}
+            Err(Errno::INVAL | Errno::NOSYS) if total == 0 => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    io::copy(&mut from, out)
+}
+
+/// How many items at the head of `items` are plain files that can be written in parallel:
+/// regular files from a path, going where they are named (no directory to resolve them into),
+/// each to a different place.
+fn plain_file_run(items: &[Item]) -> usize {
+    let mut seen = HashSet::new();
+    items
+        .iter()
+        .take_while(|item| {
+            item.kind == ItemKind::File
+                && matches!(item.source, ItemSource::Path(_))
+                && !item.created_parent
+                && item.into_dir_name.is_none()
+                && seen.insert(item.dest.as_str())
+        })
+        .count()
 }
