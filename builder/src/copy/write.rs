@@ -184,12 +184,11 @@ impl Writer {
                     dir: dir.as_fd(),
                     name,
                     rel: &rel,
-                    existing,
                     owner: (uid, gid),
                     mode,
                     source_meta: source_meta.as_ref(),
                 };
-                self.stats.bytes += self.write_file(&file)?;
+                self.stats.bytes += self.write_file(&file)?.0;
                 self.stats.files += 1;
             }
             ItemKind::Symlink(target) => {
@@ -280,19 +279,16 @@ impl Writer {
                 let Some((_, name)) = rel.split_last() else {
                     return Ok(None);
                 };
-                let existing =
-                    type_at(dir.as_fd(), name).map_err(|e| this.err(rel, "inspecting", e))?;
                 let file = PlainFile {
                     item,
                     dir: dir.as_fd(),
                     name,
                     rel,
-                    existing,
                     owner: item.owner(sel, this.chown),
                     mode: item.final_mode(sel.chmod.as_ref()),
                     source_meta: Some(&meta),
                 };
-                Ok(Some((this.write_file(&file)?, existing.is_some())))
+                this.write_file(&file).map(Some)
             })
             .collect::<Result<_>>()?;
         for ((item, _, _), done) in planned.iter().zip(&written) {
@@ -321,31 +317,38 @@ impl Writer {
     }
 
     /// Writes one regular file (not a hard link to an earlier one), replacing what is at its
-    /// place unless that is a directory. Returns the bytes written. Takes `&self` only, so
-    /// files can be written on several threads.
-    fn write_file(&self, file: &PlainFile<'_>) -> Result<u64> {
+    /// place unless that is a directory. Returns the bytes written and whether something was
+    /// replaced. Takes `&self` only, so files can be written on several threads.
+    fn write_file(&self, file: &PlainFile<'_>) -> Result<(u64, bool)> {
         let PlainFile {
             item,
             dir,
             name,
             rel,
-            existing,
             owner: (uid, gid),
             mode,
             source_meta,
         } = *file;
-        self.refuse_directory(existing, rel)?;
-        if existing.is_some() {
-            rustix::fs::unlinkat(dir, name, AtFlags::empty())
-                .map_err(|e| self.err(rel, "replacing", e))?;
-        }
-        let fd = rustix::fs::openat(
-            dir,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| self.err(rel, "creating file", e))?;
+        let create = || {
+            rustix::fs::openat(
+                dir,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+        };
+        // Usually nothing is there: the exclusive create says so without a stat first.
+        let (fd, replaced) = match create() {
+            Err(Errno::EXIST) => {
+                let existing = type_at(dir, name).map_err(|e| self.err(rel, "inspecting", e))?;
+                self.refuse_directory(existing, rel)?;
+                rustix::fs::unlinkat(dir, name, AtFlags::empty())
+                    .map_err(|e| self.err(rel, "replacing", e))?;
+                (create(), true)
+            }
+            created => (created, false),
+        };
+        let fd = fd.map_err(|e| self.err(rel, "creating file", e))?;
         let mut out = File::from(fd);
         let bytes = match &item.source {
             ItemSource::Path(p) => {
@@ -376,7 +379,7 @@ impl Writer {
             rustix::fs::futimens(&out, &times_of(meta))
                 .map_err(|e| self.err(rel, "setting times", e))?;
         }
-        Ok(bytes)
+        Ok((bytes, replaced))
     }
 
     /// Where the symlink at `rel` leads, resolved inside the root; None when `rel` is not a
@@ -616,8 +619,6 @@ struct PlainFile<'a> {
     dir: BorrowedFd<'a>,
     name: &'a OsStr,
     rel: &'a RelPath,
-    /// What is at its place now.
-    existing: Option<FileType>,
     owner: (u32, u32),
     mode: u32,
     source_meta: Option<&'a std::fs::Metadata>,
