@@ -242,6 +242,8 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
                 .repaired
                 .push(format!("removed corrupt blob {digest}"));
         }
+        // A corrupt blob's chunks must not be copied into new layers.
+        crate::gzip::memo::prune(store.root(), store.blobs_dir())?;
         let dropped = store.update_index_locked(lock, |index| {
             let mut dropped = Vec::new();
             index.manifests_mut().retain(|d| {
