@@ -4,7 +4,8 @@
 //!
 //! Each multi-chunk gzip blob gets a record file `gzip-chunks/<blob hex>` listing its chunks:
 //! the sha256 of the chunk's uncompressed bytes, their length and CRC-32, and where the
-//! chunk's deflate bytes lie in the blob. Blobs never change, so a record stays true for as long
+//! chunk's deflate bytes lie in the blob, with their own CRC-32, checked when they are copied
+//! (a blob damaged on disk since then gives no hit). Blobs never change, so a record stays true for as long
 //! as its blob exists; the collector removes records whose blob is gone. The records are a
 //! cache: written without fsync, checked by a digest of their own on load, ignored when torn or
 //! from another format or level, and a failure to read or write one only costs the compression
@@ -35,9 +36,11 @@ pub(crate) struct ChunkRecord {
     pub key: [u8; 32],
     pub raw_len: u64,
     pub crc: u32,
-    /// Where its deflate bytes start in the blob, and how many there are.
+    /// Where its deflate bytes start in the blob, how many there are, and their CRC-32 (which
+    /// catches a blob damaged since it was written).
     pub offset: u64,
     pub len: u64,
+    pub packed_crc: u32,
 }
 
 /// A chunk found in the memo: in which blob it lies.
@@ -87,7 +90,7 @@ impl ChunkMemo {
         }
         let mut bytes = vec![0u8; usize::try_from(record.len).ok()?];
         file.read_exact_at(&mut bytes, record.offset).ok()?;
-        Some(bytes)
+        (crc32fast::hash(&bytes) == record.packed_crc).then_some(bytes)
     }
 
     /// Every record file of this format and level; unreadable or torn ones are skipped.
@@ -130,12 +133,13 @@ impl ChunkMemo {
         let mut text = self.header();
         for r in records {
             text.push_str(&format!(
-                "{} {} {:08x} {} {}\n",
+                "{} {} {:08x} {} {} {:08x}\n",
                 hex::encode(r.key),
                 r.raw_len,
                 r.crc,
                 r.offset,
-                r.len
+                r.len,
+                r.packed_crc
             ));
         }
         let seal = hex::encode(Sha256::digest(text.as_bytes()));
@@ -173,6 +177,7 @@ fn parse(bytes: &[u8], header: &str) -> Option<Vec<ChunkRecord>> {
                 crc: u32::from_str_radix(fields.next()?, 16).ok()?,
                 offset: fields.next()?.parse().ok()?,
                 len: fields.next()?.parse().ok()?,
+                packed_crc: u32::from_str_radix(fields.next()?, 16).ok()?,
             };
             fields.next().is_none().then_some(record)
         })
@@ -209,13 +214,19 @@ pub(crate) fn prune(root: &Path, blobs: &Path) -> crate::error::Result<()> {
 mod tests {
     use super::*;
 
+    const BLOB: &[u8] = b"0123456789abcdefghijklmnopqrst";
+
+    /// A record of the 10 bytes at `offset` in `BLOB` (as far as there are any).
     fn record(n: u8, offset: u64) -> ChunkRecord {
+        let start = (offset as usize).min(BLOB.len());
+        let end = (start + 10).min(BLOB.len());
         ChunkRecord {
             key: [n; 32],
             raw_len: 1000 + u64::from(n),
             crc: 0xdead_0000 | u32::from(n),
             offset,
             len: 10,
+            packed_crc: crc32fast::hash(&BLOB[start..end]),
         }
     }
 
@@ -225,8 +236,7 @@ mod tests {
         let blobs = root.path().join("blobs");
         fs::create_dir(&blobs).unwrap_or_else(|e| panic!("{e}"));
         let blob = Digest::of(b"a blob");
-        fs::write(blobs.join(blob.hex()), b"0123456789abcdefghijklmnopqrst")
-            .unwrap_or_else(|e| panic!("{e}"));
+        fs::write(blobs.join(blob.hex()), BLOB).unwrap_or_else(|e| panic!("{e}"));
         let memo = ChunkMemo::new(root.path(), &blobs, root.path(), 6);
         memo.save(&blob, &[record(1, 0), record(2, 10), record(3, 25)]);
 
@@ -247,6 +257,14 @@ mod tests {
         // Another level does not see them.
         let other = ChunkMemo::new(root.path(), &blobs, root.path(), 9);
         assert_eq!(other.lookup(&r.key, r.raw_len, r.crc), None);
+        // Nor does anyone once the blob's bytes are damaged.
+        let mut damaged = BLOB.to_vec();
+        damaged[12] ^= 1;
+        fs::write(blobs.join(blob.hex()), damaged).unwrap_or_else(|e| panic!("{e}"));
+        let memo = ChunkMemo::new(root.path(), &blobs, root.path(), 6);
+        assert_eq!(memo.lookup(&r.key, r.raw_len, r.crc), None);
+        let first = record(1, 0);
+        assert!(memo.lookup(&first.key, first.raw_len, first.crc).is_some());
     }
 
     #[test]

@@ -270,6 +270,7 @@ impl<W: Write> GzipWriter<W> {
                 crc: chunk.crc.clone().finalize(),
                 offset: self.offset,
                 len: chunk.bytes.len() as u64,
+                packed_crc: crc32fast::hash(&chunk.bytes),
             });
         }
         #[cfg(test)]
