@@ -4,7 +4,6 @@
 
 use regex::Regex;
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -75,15 +74,7 @@ impl Env {
     }
 
     fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        child.wait_with_output().unwrap()
+        support::output_with_stdin(&mut self.command(args), input)
     }
 
     /// Runs kiln and returns stdout, failing the test with stderr when it does not succeed.

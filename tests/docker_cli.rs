@@ -4,7 +4,6 @@
 //! rmi, run, version/info, buildx builder commands, docker's usage errors, and login, push and
 //! pull against a registry on loopback.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -72,15 +71,7 @@ impl Env {
     }
 
     fn docker_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        child.wait_with_output().unwrap()
+        support::output_with_stdin(&mut self.command(args), input)
     }
 
     /// `docker ARGS…`, which must succeed; its stdout.

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 mod support;
 use support::registry::Registry;
@@ -36,25 +36,16 @@ impl Env {
 
     /// kiln with the store `root` and its own docker and kiln config files.
     fn kiln(&self, root: &str, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(KILN)
+        let mut command = Command::new(KILN);
+        command
             .arg("--root")
             .arg(self.path(root))
             .args(args)
             .env_remove("KILN_ROOT")
             .env("DOCKER_CONFIG", self.path("docker"))
             .env("KILN_CONFIG", self.path("kiln-config.json"))
-            .env("HOME", self.dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
+            .env("HOME", self.dir.path());
+        support::output_with_stdin(&mut command, stdin.unwrap_or("").as_bytes())
     }
 
     /// Runs kiln and returns stdout, failing the test with stderr when it does not succeed.
@@ -123,13 +114,7 @@ fn pushed_digest(out: &str) -> String {
 }
 
 fn sha256(bytes: &[u8]) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(bytes).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = support::output_with_stdin(&mut Command::new("sha256sum"), bytes);
     let text = String::from_utf8(out.stdout).unwrap();
     format!("sha256:{}", text.split_whitespace().next().unwrap())
 }
@@ -583,15 +568,8 @@ fn login_uses_the_configured_credential_store() {
             .env_remove("KILN_ROOT")
             .env("DOCKER_CONFIG", env.path("docker"))
             .env("KILN_CONFIG", env.path("kiln-config.json"))
-            .env("PATH", &path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-        drop(input);
-        let out = child.wait_with_output().unwrap();
+            .env("PATH", &path);
+        let out = support::output_with_stdin(&mut command, stdin.unwrap_or("").as_bytes());
         assert!(
             out.status.success(),
             "kiln {args:?}: {}",

@@ -11,6 +11,25 @@ use std::process::{Command, Stdio};
 /// The `kiln` binary built for these tests.
 pub const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
+/// Runs `command` with `input` on its stdin (then closed) and captures stdout and stderr.
+pub fn output_with_stdin(command: &mut Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin
+        .write_all(input)
+        .unwrap_or_else(|e| panic!("writing to {command:?}: {e}"));
+    drop(stdin);
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {command:?}: {e}"))
+}
+
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
