@@ -312,13 +312,10 @@ pub struct Formatted {
     pub format: Option<String>,
 }
 
-/// `docker push`.
-#[derive(Debug, Parser)]
-#[command(about = "Upload an image to a registry", long_about = None)]
-pub struct Push {
-    #[arg(value_name = "NAME[:TAG]")]
-    pub name: String,
-    /// Push all tags of the repository (kiln pushes the one named).
+/// The flags `docker push` and `docker pull` share.
+#[derive(Debug, clap::Args)]
+pub struct TransferFlags {
+    /// All tags of the repository (kiln moves the one named).
     #[arg(short = 'a', long = "all-tags")]
     pub all_tags: bool,
     #[arg(short, long)]
@@ -329,20 +326,24 @@ pub struct Push {
     pub disable_content_trust: Option<String>,
 }
 
+/// `docker push`.
+#[derive(Debug, Parser)]
+#[command(about = "Upload an image to a registry", long_about = None)]
+pub struct Push {
+    #[arg(value_name = "NAME[:TAG]")]
+    pub name: String,
+    #[command(flatten)]
+    pub flags: TransferFlags,
+}
+
 /// `docker pull`.
 #[derive(Debug, Parser)]
 #[command(about = "Download an image from a registry", long_about = None)]
 pub struct Pull {
     #[arg(value_name = "NAME[:TAG|@DIGEST]")]
     pub name: String,
-    #[arg(short = 'a', long = "all-tags")]
-    pub all_tags: bool,
-    #[arg(short, long)]
-    pub quiet: bool,
-    #[arg(long, value_name = "PLATFORM")]
-    pub platform: Option<String>,
-    #[arg(long = "disable-content-trust", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    pub disable_content_trust: Option<String>,
+    #[command(flatten)]
+    pub flags: TransferFlags,
 }
 
 /// `docker login`.
@@ -370,26 +371,30 @@ pub struct Logout {
 // The registry commands run `kiln push|pull|login|logout`: their kiln command lines. Values
 // are joined to their flags and names follow `--`, so none can be read as a flag.
 
-impl Push {
-    pub fn kiln_args(self) -> Vec<String> {
-        let mut args = vec!["push".to_string()];
+impl TransferFlags {
+    /// `kiln VERB … -- NAME`; `platform`: whether kiln's VERB takes `--platform`.
+    fn kiln_args(self, verb: &str, name: String, platform: bool) -> Vec<String> {
+        let mut args = vec![verb.to_string()];
+        if platform {
+            args.extend(self.platform.map(|p| format!("--platform={p}")));
+        }
         if self.quiet {
             args.push("--quiet".into());
         }
-        args.extend(["--".to_string(), self.name]);
+        args.extend(["--".to_string(), name]);
         args
+    }
+}
+
+impl Push {
+    pub fn kiln_args(self) -> Vec<String> {
+        self.flags.kiln_args("push", self.name, false)
     }
 }
 
 impl Pull {
     pub fn kiln_args(self) -> Vec<String> {
-        let mut args = vec!["pull".to_string()];
-        args.extend(self.platform.map(|p| format!("--platform={p}")));
-        if self.quiet {
-            args.push("--quiet".into());
-        }
-        args.extend(["--".to_string(), self.name]);
-        args
+        self.flags.kiln_args("pull", self.name, true)
     }
 }
 

@@ -632,7 +632,7 @@ fn exec_kiln(globals: &Globals, args: Vec<String>) -> ExitCode {
 
 fn push(globals: &Globals, name: &str, args: &[String]) -> ExitCode {
     let parsed = parse_or_exit!(cli::Push, name, "[OPTIONS] NAME[:TAG]", args);
-    if parsed.all_tags {
+    if parsed.flags.all_tags {
         eprintln!("note: --all-tags: kiln pushes the one name given");
     }
     exec_kiln(globals, parsed.kiln_args())
@@ -640,6 +640,9 @@ fn push(globals: &Globals, name: &str, args: &[String]) -> ExitCode {
 
 fn pull(globals: &Globals, name: &str, args: &[String]) -> ExitCode {
     let parsed = parse_or_exit!(cli::Pull, name, "[OPTIONS] NAME[:TAG|@DIGEST]", args);
+    if parsed.flags.all_tags {
+        eprintln!("note: --all-tags: kiln pulls the one name given");
+    }
     exec_kiln(globals, parsed.kiln_args())
 }
 
