@@ -80,7 +80,9 @@ impl ChunkMemo {
     pub(crate) fn lookup(&self, key: &[u8; 32], raw_len: u64, crc: u32) -> Option<Vec<u8>> {
         let place = self.places.get_or_init(|| self.load()).get(key)?;
         let record = &place.record;
-        if record.raw_len != raw_len || record.crc != crc {
+        // A chunk never deflates to much more than it holds: a larger record is not kiln's.
+        if record.raw_len != raw_len || record.crc != crc || record.len > raw_len + raw_len / 8 + 64
+        {
             return None;
         }
         let file = File::open(self.blobs.join(&place.blob)).ok()?;
