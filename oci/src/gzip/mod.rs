@@ -281,7 +281,8 @@ impl<W: Write> GzipWriter<W> {
         self.crc.combine(&chunk.crc);
         self.total += chunk.raw_len;
         self.written += 1;
-        if self.spares.len() < 2 * self.threads {
+        // Buffers a long chunk grew are let go: kept, they would hold memory for nothing.
+        if self.spares.len() < self.threads && chunk.spare.capacity() <= 2 * MIN_CHUNK * 4 {
             self.spares.push(chunk.spare);
         }
         Ok(())
