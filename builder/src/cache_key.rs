@@ -27,6 +27,9 @@ pub struct SourceFile {
 #[derive(Clone)]
 pub struct CacheKey {
     hasher: Sha256,
+    /// Encoded fields not yet hashed: a COPY of many files feeds several small fields per
+    /// file, which hash faster in large pieces.
+    pending: Vec<u8>,
     /// What was fed, kept for explaining a miss (see [`crate::explain`]).
     inputs: crate::explain::RawInputs,
 }
@@ -36,6 +39,7 @@ impl CacheKey {
     pub fn new(parent: &str) -> CacheKey {
         let mut key = CacheKey {
             hasher: Sha256::new(),
+            pending: Vec::new(),
             inputs: crate::explain::RawInputs {
                 parent: parent.to_string(),
                 ..Default::default()
@@ -100,7 +104,12 @@ impl CacheKey {
 
     /// The key with what it was made from, so that a miss can say which input changed.
     pub fn finish_explained(self) -> crate::explain::StepKey {
-        let CacheKey { hasher, inputs } = self;
+        let CacheKey {
+            mut hasher,
+            pending,
+            inputs,
+        } = self;
+        hasher.update(&pending);
         crate::explain::StepKey {
             key: format!("sha256:{}", hex::encode(hasher.finalize())),
             inputs: Some(Box::new(inputs)),
@@ -108,12 +117,25 @@ impl CacheKey {
     }
 
     fn count(&mut self, n: usize) {
-        self.hasher.update((n as u64).to_be_bytes());
+        self.feed(&(n as u64).to_be_bytes());
     }
 
     fn field(&mut self, bytes: &[u8]) {
         self.count(bytes.len());
-        self.hasher.update(bytes);
+        self.feed(bytes);
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        const PIECE: usize = 64 * 1024;
+        if self.pending.len() + bytes.len() > PIECE {
+            self.hasher.update(&self.pending);
+            self.pending.clear();
+        }
+        if bytes.len() > PIECE {
+            self.hasher.update(bytes);
+        } else {
+            self.pending.extend_from_slice(bytes);
+        }
     }
 }
 

@@ -623,7 +623,9 @@ pub(super) fn select(spec: &CopySpec, from: &SourceRoot<'_>) -> Result<Selection
                     created_parent: true,
                 });
             }
-            for child in fs.descendants(&top.node.rel, usize::MAX)? {
+            let children = fs.descendants(&top.node.rel, usize::MAX)?;
+            items.reserve(children.len());
+            for child in children {
                 let sub = if top.node.rel.is_empty() {
                     &child.rel[..]
                 } else {
@@ -701,39 +703,42 @@ pub(super) fn cache_sources(sel: &Selection, dest_root: Option<&Path>) -> Result
         .as_deref()
         .map(|c| Owner::resolve_for_cache(c, dest_root))
         .transpose()?;
-    sel.items
-        .iter()
-        .map(|it| {
-            let (uid, gid) = it.owner(sel, owner);
-            let digest = match (&it.kind, &it.source) {
-                (ItemKind::File | ItemKind::Archive, ItemSource::Path(p)) => match &it.digest {
-                    Some(d) => d.clone(),
-                    None => sha256_file(p)?,
-                },
-                (ItemKind::File, ItemSource::Inline(text)) => sha256_bytes(text.as_bytes()),
+    let source_file = |it: &Item| -> Result<SourceFile> {
+        let (uid, gid) = it.owner(sel, owner);
+        let digest = match (&it.kind, &it.source) {
+            (ItemKind::File | ItemKind::Archive, ItemSource::Path(p)) => match &it.digest {
+                Some(d) => d.clone(),
+                None => sha256_file(p)?,
+            },
+            (ItemKind::File, ItemSource::Inline(text)) => sha256_bytes(text.as_bytes()),
+            _ => String::new(),
+        };
+        Ok(SourceFile {
+            path: it.cache_path.clone(),
+            kind: match it.kind {
+                ItemKind::File => 'f',
+                ItemKind::Dir => 'd',
+                ItemKind::Symlink(_) => 'l',
+                ItemKind::Archive => 'a',
+                ItemKind::Node(node) => node.describe().0,
+            },
+            mode: it.final_mode(sel.chmod.as_ref()),
+            uid,
+            gid,
+            digest,
+            link_target: match &it.kind {
+                ItemKind::Symlink(t) => t.clone(),
+                ItemKind::Node(node) => node.describe().1,
                 _ => String::new(),
-            };
-            Ok(SourceFile {
-                path: it.cache_path.clone(),
-                kind: match it.kind {
-                    ItemKind::File => 'f',
-                    ItemKind::Dir => 'd',
-                    ItemKind::Symlink(_) => 'l',
-                    ItemKind::Archive => 'a',
-                    ItemKind::Node(node) => node.describe().0,
-                },
-                mode: it.final_mode(sel.chmod.as_ref()),
-                uid,
-                gid,
-                digest,
-                link_target: match &it.kind {
-                    ItemKind::Symlink(t) => t.clone(),
-                    ItemKind::Node(node) => node.describe().1,
-                    _ => String::new(),
-                },
-            })
+            },
         })
-        .collect()
+    };
+    // Sized up front: a COPY of a large tree has one per file.
+    let mut files = Vec::with_capacity(sel.items.len());
+    for it in &sel.items {
+        files.push(source_file(it)?);
+    }
+    Ok(files)
 }
 
 #[cfg(test)]
