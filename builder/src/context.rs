@@ -7,6 +7,7 @@
 use crate::dockerignore::Matcher;
 use crate::error::{Error, Result};
 use crate::fxhash::FxBuildHasher;
+use crate::path::join;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -144,12 +145,7 @@ impl BuildContext {
             .into_par_iter()
             .map(|(name, is_dir, item)| {
                 let exact = exact && name.to_str().is_some();
-                let name = name.to_string_lossy();
-                let child = if rel.is_empty() {
-                    name.into_owned()
-                } else {
-                    format!("{rel}/{name}")
-                };
+                let child = join(rel, &name.to_string_lossy());
                 let excluded = self.ignore.is_excluded(&child);
                 // With no `!` patterns nothing below an excluded directory can come back.
                 let descend = is_dir && (!excluded || self.ignore.has_exclusions());
@@ -372,26 +368,38 @@ pub struct DigestMemo {
 /// The length of `sha256:<hex>`.
 const DIGEST_LEN: usize = 7 + 64;
 
-impl MemoKey {
-    /// Parses `dev ino size mtime_ns ctime_ns`.
-    fn parse(text: &str) -> Option<MemoKey> {
-        let mut fields = text.split(' ');
-        let key = MemoKey {
-            dev: fields.next()?.parse().ok()?,
-            ino: fields.next()?.parse().ok()?,
-            size: fields.next()?.parse().ok()?,
-            mtime_ns: nanoseconds(fields.next()?)?,
-            ctime_ns: nanoseconds(fields.next()?)?,
-        };
-        fields.next().is_none().then_some(key)
+/// One memo line, `dev ino size mtime_ns ctime_ns sha256:<hex>`: its key and its digest.
+/// Numbers are read byte by byte (a no-op build of a large context parses a line per file);
+/// what that does not take (a sign, a time past 2554) goes to `str::parse`.
+fn parse_line(line: &str) -> Option<(MemoKey, &str)> {
+    let split = line.len().checked_sub(DIGEST_LEN)?;
+    let digest = line.get(split..)?;
+    if !is_sha256(digest) {
+        return None;
     }
+    let key = line.get(..split)?.strip_suffix(' ')?;
+    let mut fields = key.as_bytes().split(|&b| b == b' ');
+    let key = MemoKey {
+        dev: number(fields.next()?)?,
+        ino: number(fields.next()?)?,
+        size: number(fields.next()?)?,
+        mtime_ns: number(fields.next()?)?,
+        ctime_ns: number(fields.next()?)?,
+    };
+    fields.next().is_none().then_some((key, digest))
 }
 
-/// A time in nanoseconds: an `i64` until the year 2262, which parses faster than an `i128`.
-fn nanoseconds(text: &str) -> Option<i128> {
-    match text.parse::<i64>() {
-        Ok(n) => Some(i128::from(n)),
-        Err(_) => text.parse().ok(),
+/// A decimal number.
+fn number<T: TryFrom<u64> + std::str::FromStr>(text: &[u8]) -> Option<T> {
+    let fast = (!text.is_empty()).then_some(text).and_then(|digits| {
+        digits.iter().try_fold(0u64, |n, &b| {
+            let digit = b.checked_sub(b'0').filter(|d| *d < 10)?;
+            n.checked_mul(10)?.checked_add(u64::from(digit))
+        })
+    });
+    match fast.map(T::try_from) {
+        Some(Ok(n)) => Some(n),
+        _ => std::str::from_utf8(text).ok()?.parse().ok(),
     }
 }
 
@@ -402,15 +410,10 @@ impl DigestMemo {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         // About 130 bytes a line.
         let mut loaded = HashMap::with_capacity_and_hasher(text.len() / 128, Default::default());
-        for line in text.lines() {
-            let Some((key, digest)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            if let (Some(key), true) = (MemoKey::parse(key), is_sha256(digest)) {
-                // `digest` is a slice of `text`: its offset there.
-                let at = digest.as_ptr() as usize - text.as_ptr() as usize;
-                loaded.insert(key, (at, AtomicBool::new(false)));
-            }
+        for (key, digest) in text.lines().filter_map(parse_line) {
+            // `digest` is a slice of `text`: its offset there.
+            let at = digest.as_ptr() as usize - text.as_ptr() as usize;
+            loaded.insert(key, (at, AtomicBool::new(false)));
         }
         DigestMemo {
             text,
@@ -607,6 +610,39 @@ mod tests {
         assert_eq!(read, 2);
         assert_eq!(paths(&entries), vec!["d\u{fffd}", "d\u{fffd}/f", "ok"]);
         assert!(entries[1].digest.is_some());
+    }
+
+    #[test]
+    fn memo_lines_parse_as_written_and_odd_ones_are_skipped() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let key = MemoKey {
+            dev: 2049,
+            ino: u64::MAX,
+            size: 0,
+            mtime_ns: -1_500_000_000,
+            ctime_ns: i128::from(u64::MAX) * 1000,
+        };
+        let line = format!(
+            "{} {} {} {} {} {digest}",
+            key.dev, key.ino, key.size, key.mtime_ns, key.ctime_ns
+        );
+        assert_eq!(parse_line(&line), Some((key, digest.as_str())));
+        assert_eq!(
+            parse_line(&format!("+1 2 3 4 5 {digest}")).map(|(k, _)| k.dev),
+            Some(1)
+        );
+        for bad in [
+            format!("1 2 3 4 {digest}"),
+            format!("1 2 3 4 5 6 {digest}"),
+            format!("1 2 3 4 x {digest}"),
+            format!("1 2  3 4 5 {digest}"),
+            format!("1 2 3 4 5{digest}"),
+            format!("1 2 3 4 5 {}", digest.to_uppercase()),
+            "1 2 3 4 5 sha256:ab".to_string(),
+            String::new(),
+        ] {
+            assert_eq!(parse_line(&bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::{
 use crate::context::{BuildContext, Entry, EntryKind, sha256_file};
 use crate::dockerignore::{Matcher, PatternLine};
 use crate::error::{Error, Result};
-use crate::path::clean;
+use crate::path::{clean, join};
 use kiln_snapshotter::Root;
 use rustix::fs::OFlags;
 use sha2::{Digest as _, Sha256};
@@ -177,7 +177,8 @@ impl<'a> SourceFs<'a> {
                 .iter()
                 .filter(|e| {
                     e.path.strip_prefix(prefix.as_str()).is_some_and(|below| {
-                        !below.is_empty() && below.split('/').count() <= max_depth
+                        !below.is_empty()
+                            && (max_depth == usize::MAX || below.split('/').count() <= max_depth)
                     })
                 })
                 .map(node_of_entry)
@@ -246,8 +247,12 @@ impl<'a> SourceFs<'a> {
         Ok(out)
     }
 
+    /// `host_root.join(rel)`, allocated once at its final size (a COPY makes one per file).
     fn host(&self, rel: &str) -> PathBuf {
-        self.host_root.join(rel)
+        let mut host = PathBuf::with_capacity(self.host_root.as_os_str().len() + 1 + rel.len());
+        host.push(&self.host_root);
+        host.push(rel);
+        host
     }
 }
 
@@ -314,14 +319,6 @@ fn slash_path(p: &Path) -> String {
         .map(|c| c.as_os_str().to_string_lossy())
         .collect::<Vec<_>>()
         .join("/")
-}
-
-fn join(a: &str, b: &str) -> String {
-    match (a.is_empty(), b.is_empty()) {
-        (true, _) => b.to_string(),
-        (_, true) => a.to_string(),
-        _ => format!("{a}/{b}"),
-    }
 }
 
 fn base_name(rel: &str) -> &str {
