@@ -11,6 +11,7 @@ use crate::dockerignore::{Matcher, PatternLine};
 use crate::error::{Error, Result};
 use crate::path::{clean, join};
 use kiln_snapshotter::Root;
+use rayon::prelude::*;
 use rustix::fs::OFlags;
 use sha2::{Digest as _, Sha256};
 use std::borrow::Cow;
@@ -620,20 +621,25 @@ pub(super) fn select(spec: &CopySpec, from: &SourceRoot<'_>) -> Result<Selection
                     created_parent: true,
                 });
             }
-            let children = fs.descendants(&top.node.rel, usize::MAX)?;
-            items.reserve(children.len());
-            for child in children {
-                let sub = if top.node.rel.is_empty() {
-                    &child.rel[..]
-                } else {
-                    &child.rel[top.node.rel.len() + 1..]
-                };
-                // Sockets, FIFOs and devices inside a copied directory are left out (a named
-                // one is an error); `--exclude` applies below each source.
-                if child.special || excluded(sub) {
-                    continue;
-                }
-                items.push(item(&child, join(&target, sub), None)?);
+            // Made on every core, in order: a large tree has an item per file.
+            let below: Vec<Option<Result<Item>>> = fs
+                .descendants(&top.node.rel, usize::MAX)?
+                .par_iter()
+                .map(|child| {
+                    let sub = if top.node.rel.is_empty() {
+                        &child.rel[..]
+                    } else {
+                        &child.rel[top.node.rel.len() + 1..]
+                    };
+                    // Sockets, FIFOs and devices inside a copied directory are left out (a
+                    // named one is an error); `--exclude` applies below each source.
+                    (!child.special && !excluded(sub))
+                        .then(|| item(child, join(&target, sub), None))
+                })
+                .collect();
+            items.reserve(below.len());
+            for child in below.into_iter().flatten() {
+                items.push(child?);
             }
             continue;
         }
