@@ -27,6 +27,9 @@ pub struct SourceFile {
 #[derive(Clone)]
 pub struct CacheKey {
     hasher: Sha256,
+    /// Encoded fields not yet hashed: a COPY of many files feeds several small fields per
+    /// file, which hash faster in large pieces.
+    pending: Vec<u8>,
     /// What was fed, kept for explaining a miss (see [`crate::explain`]).
     inputs: crate::explain::RawInputs,
 }
@@ -36,6 +39,7 @@ impl CacheKey {
     pub fn new(parent: &str) -> CacheKey {
         let mut key = CacheKey {
             hasher: Sha256::new(),
+            pending: Vec::new(),
             inputs: crate::explain::RawInputs {
                 parent: parent.to_string(),
                 ..Default::default()
@@ -73,14 +77,13 @@ impl CacheKey {
         self
     }
 
-    /// The sources a COPY or ADD selected. Order does not matter (sorted here).
-    pub fn sources(mut self, files: &[SourceFile]) -> CacheKey {
-        let mut files: Vec<&SourceFile> = files.iter().collect();
+    /// The sources a COPY or ADD selected. Order does not matter (sorted here). Taken by value:
+    /// they are kept as the key's inputs, and a large COPY has one per file.
+    pub fn sources(mut self, mut files: Vec<SourceFile>) -> CacheKey {
         files.sort_unstable();
-        self.inputs.sources = Some(files.iter().map(|f| (*f).clone()).collect());
         self.field(b"sources");
         self.count(files.len());
-        for f in files {
+        for f in &files {
             self.field(f.path.as_bytes());
             let mut kind = [0u8; 4];
             self.field(f.kind.encode_utf8(&mut kind).as_bytes());
@@ -90,30 +93,49 @@ impl CacheKey {
             self.field(f.digest.as_bytes());
             self.field(f.link_target.as_bytes());
         }
+        self.inputs.sources = Some(files);
         self
     }
 
     /// `sha256:<hex>`.
     pub fn finish(self) -> String {
-        format!("sha256:{}", hex::encode(self.hasher.finalize()))
+        self.finish_explained().key
     }
 
     /// The key with what it was made from, so that a miss can say which input changed.
     pub fn finish_explained(self) -> crate::explain::StepKey {
-        let inputs = self.inputs.clone();
+        let CacheKey {
+            mut hasher,
+            pending,
+            inputs,
+        } = self;
+        hasher.update(&pending);
         crate::explain::StepKey {
-            key: self.finish(),
+            key: format!("sha256:{}", hex::encode(hasher.finalize())),
             inputs: Some(Box::new(inputs)),
         }
     }
 
     fn count(&mut self, n: usize) {
-        self.hasher.update((n as u64).to_be_bytes());
+        self.feed(&(n as u64).to_be_bytes());
     }
 
     fn field(&mut self, bytes: &[u8]) {
         self.count(bytes.len());
-        self.hasher.update(bytes);
+        self.feed(bytes);
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        const PIECE: usize = 64 * 1024;
+        if self.pending.len() + bytes.len() > PIECE {
+            self.hasher.update(&self.pending);
+            self.pending.clear();
+        }
+        if bytes.len() > PIECE {
+            self.hasher.update(bytes);
+        } else {
+            self.pending.extend_from_slice(bytes);
+        }
     }
 }
 
@@ -139,13 +161,13 @@ mod tests {
             CacheKey::new("sha256:parent")
                 .instruction("RUN make")
                 .variables([("A", "1"), ("B", "")])
-                .sources(&[file("x", "sha256:1"), file("y", "sha256:2")])
+                .sources(vec![file("x", "sha256:1"), file("y", "sha256:2")])
                 .finish()
         };
         let same_reordered = CacheKey::new("sha256:parent")
             .instruction("RUN make")
             .variables([("B", ""), ("A", "1")])
-            .sources(&[file("y", "sha256:2"), file("x", "sha256:1")])
+            .sources(vec![file("y", "sha256:2"), file("x", "sha256:1")])
             .finish();
         assert_eq!(base(), same_reordered);
         assert_eq!(base(), base());
@@ -154,28 +176,28 @@ mod tests {
             CacheKey::new("sha256:other")
                 .instruction("RUN make")
                 .variables([("A", "1"), ("B", "")])
-                .sources(&[file("x", "sha256:1"), file("y", "sha256:2")])
+                .sources(vec![file("x", "sha256:1"), file("y", "sha256:2")])
                 .finish(),
             CacheKey::new("sha256:parent")
                 .instruction("RUN make all")
                 .variables([("A", "1"), ("B", "")])
-                .sources(&[file("x", "sha256:1"), file("y", "sha256:2")])
+                .sources(vec![file("x", "sha256:1"), file("y", "sha256:2")])
                 .finish(),
             // B unset differs from B empty.
             CacheKey::new("sha256:parent")
                 .instruction("RUN make")
                 .variables([("A", "1")])
-                .sources(&[file("x", "sha256:1"), file("y", "sha256:2")])
+                .sources(vec![file("x", "sha256:1"), file("y", "sha256:2")])
                 .finish(),
             CacheKey::new("sha256:parent")
                 .instruction("RUN make")
                 .variables([("A", "1"), ("B", "")])
-                .sources(&[file("x", "sha256:1"), file("y", "sha256:3")])
+                .sources(vec![file("x", "sha256:1"), file("y", "sha256:3")])
                 .finish(),
             CacheKey::new("sha256:parent")
                 .instruction("RUN make")
                 .variables([("A", "1"), ("B", "")])
-                .sources(&[
+                .sources(vec![
                     SourceFile {
                         mode: 0o755,
                         ..file("x", "sha256:1")

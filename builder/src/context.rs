@@ -6,6 +6,8 @@
 
 use crate::dockerignore::Matcher;
 use crate::error::{Error, Result};
+use crate::fxhash::FxBuildHasher;
+use crate::path::join;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -14,6 +16,8 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What a context path is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,20 +113,24 @@ impl BuildContext {
     /// descended into in parallel, and put back in walk order: children sorted by name, each
     /// directory followed by its contents.
     pub fn walk_stat(&self) -> Result<Walked> {
-        let mut entries = Vec::new();
-        let mut files = Vec::new();
-        for (entry, file) in self.scan_dir(&self.root, "")? {
-            if let Some((key, path)) = file {
-                files.push((entries.len(), key, path));
-            }
-            entries.push(entry);
-        }
-        Ok(Walked { entries, files })
+        let tree = self.scan_dir(&self.root, "", true)?;
+        let (entries, files) = count(&tree);
+        let mut walked = Walked {
+            root: self.root.clone(),
+            entries: Vec::with_capacity(entries),
+            files: Vec::with_capacity(files),
+        };
+        walked.flatten(tree)?;
+        Ok(walked)
     }
 
-    /// The entries under `dir` (`rel` from the root) in walk order, with the stat key and
-    /// host path of each regular file.
-    fn scan_dir(&self, dir: &Path, rel: &str) -> Result<Vec<Scanned>> {
+    /// The children of `dir` (`rel` from the root; `exact` when `rel` is its host path
+    /// verbatim), in name order, each with what is below it.
+    ///
+    /// Each child is stat-ed relative to the open directory (`DirEntry::metadata`, an
+    /// `statx(dirfd, name, AT_SYMLINK_NOFOLLOW)`, which gives what `symlink_metadata` of its full
+    /// path gives) rather than by a path the kernel would resolve from the root again.
+    fn scan_dir(&self, dir: &Path, rel: &str, exact: bool) -> Result<Vec<Result<Scanned>>> {
         let mut children = Vec::new();
         for item in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
             let item = item.map_err(|e| Error::io(dir, e))?;
@@ -130,62 +138,92 @@ impl BuildContext {
                 .file_type()
                 .map_err(|e| Error::io(&item.path(), e))?
                 .is_dir();
-            children.push((item.file_name(), is_dir));
+            children.push((item.file_name(), is_dir, item));
         }
         children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let parts: Vec<Result<Vec<Scanned>>> = children
+        Ok(children
             .into_par_iter()
-            .map(|(name, is_dir)| {
-                let path = dir.join(&name);
-                let name = name.to_string_lossy();
-                let child = if rel.is_empty() {
-                    name.into_owned()
-                } else {
-                    format!("{rel}/{name}")
-                };
+            .map(|(name, is_dir, item)| {
+                let exact = exact && name.to_str().is_some();
+                let child = join(rel, &name.to_string_lossy());
                 let excluded = self.ignore.is_excluded(&child);
                 // With no `!` patterns nothing below an excluded directory can come back.
                 let descend = is_dir && (!excluded || self.ignore.has_exclusions());
-                match (excluded, descend) {
-                    (false, false) => Ok(vec![scan_one(child, path)?]),
-                    (true, false) => Ok(Vec::new()),
-                    (true, true) => self.scan_dir(&path, &child),
-                    (false, true) => {
-                        let below = self.scan_dir(&path, &child)?;
-                        let mut out = Vec::with_capacity(below.len() + 1);
-                        out.push(scan_one(child, path)?);
-                        out.extend(below);
-                        Ok(out)
-                    }
-                }
+                let below = if descend {
+                    self.scan_dir(&item.path(), &child, exact)?
+                } else {
+                    Vec::new()
+                };
+                let found = if excluded {
+                    None
+                } else {
+                    Some(scan_one(child, &item, exact)?)
+                };
+                Ok(Scanned { found, below })
             })
-            .collect();
-        let mut out = Vec::new();
-        for part in parts {
-            out.extend(part?);
-        }
-        Ok(out)
+            .collect())
     }
 }
 
-/// One entry of a walk, with the stat key and host path of a regular file.
-type Scanned = (Entry, Option<(MemoKey, PathBuf)>);
+/// A regular file of a walk: its stat key, and its host path when that is not the root
+/// joined with the entry's path (a name that is not UTF-8).
+#[derive(Debug)]
+struct FileKey {
+    key: MemoKey,
+    host: Option<PathBuf>,
+}
 
-/// The entry of the context path `rel` at `path`: one lstat, and its link target.
-fn scan_one(rel: String, path: PathBuf) -> Result<Scanned> {
-    let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+/// A regular file of a walk, by the index of its entry.
+#[derive(Debug)]
+struct FileAt {
+    at: usize,
+    file: FileKey,
+}
+
+/// One path of a walk, stat-ed: its entry, and its key if it is a regular file.
+type Stated = (Entry, Option<FileKey>);
+
+/// One child of a directory as the walk found it: its entry (none when `.dockerignore`
+/// excludes it), then what is below it.
+struct Scanned {
+    found: Option<Stated>,
+    below: Vec<Result<Scanned>>,
+}
+
+/// How many entries and regular files a scanned tree holds (errors count as nothing).
+fn count(tree: &[Result<Scanned>]) -> (usize, usize) {
+    tree.iter()
+        .flatten()
+        .fold((0, 0), |(entries, files), scanned| {
+            let (below_entries, below_files) = count(&scanned.below);
+            let (entry, file) = match &scanned.found {
+                Some((_, file)) => (1, usize::from(file.is_some())),
+                None => (0, 0),
+            };
+            (entries + entry + below_entries, files + file + below_files)
+        })
+}
+
+/// The entry of the context path `rel` from one lstat of its directory entry, and its link
+/// target; with a regular file's stat key and, unless `exact`, its host path.
+fn scan_one(rel: String, item: &std::fs::DirEntry, exact: bool) -> Result<Stated> {
+    let meta = item.metadata().map_err(|e| Error::io(&item.path(), e))?;
     let ft = meta.file_type();
     let kind = if ft.is_file() {
         EntryKind::File
     } else if ft.is_dir() {
         EntryKind::Dir
     } else if ft.is_symlink() {
+        let path = item.path();
         let target = std::fs::read_link(&path).map_err(|e| Error::io(&path, e))?;
         EntryKind::Symlink(target.to_string_lossy().into_owned())
     } else {
         EntryKind::Special
     };
-    let file = (kind == EntryKind::File).then(|| (MemoKey::of(&meta), path));
+    let file = (kind == EntryKind::File).then(|| FileKey {
+        key: MemoKey::of(&meta),
+        host: (!exact).then(|| item.path()),
+    });
     let entry = Entry {
         path: rel,
         kind,
@@ -203,30 +241,58 @@ fn scan_one(rel: String, path: PathBuf) -> Result<Scanned> {
 /// stat key and host path. Lets the memo load while the tree is walked.
 #[derive(Debug)]
 pub struct Walked {
+    root: PathBuf,
     entries: Vec<Entry>,
-    files: Vec<(usize, MemoKey, PathBuf)>,
+    files: Vec<FileAt>,
 }
 
 impl Walked {
+    /// Appends a scanned tree in walk order: each entry, then what is below it. The first
+    /// error in walk order is the walk's.
+    fn flatten(&mut self, tree: Vec<Result<Scanned>>) -> Result<()> {
+        for scanned in tree {
+            let Scanned { found, below } = scanned?;
+            if let Some((entry, file)) = found {
+                if let Some(file) = file {
+                    let at = self.entries.len();
+                    self.files.push(FileAt { at, file });
+                }
+                self.entries.push(entry);
+            }
+            self.flatten(below)?;
+        }
+        Ok(())
+    }
+
     /// Fills in the digest of every regular file on every core, reading only files the memo
     /// cannot vouch for. Returns the entries and how many files were actually read.
     pub fn hash(self, memo: &DigestMemo) -> Result<(Vec<Entry>, usize)> {
-        let Walked { mut entries, files } = self;
-        let digests: Vec<Result<(usize, String, Option<MemoKey>)>> = files
-            .into_par_iter()
-            .map(|(at, key, path)| {
-                let (digest, fresh) = digest_of(&path, key, memo)?;
-                Ok((at, digest, fresh))
+        let Walked {
+            root,
+            mut entries,
+            files,
+        } = self;
+        let digests: Vec<Result<(String, bool)>> = files
+            .par_iter()
+            .map(|FileAt { at, file }| {
+                if let Some(digest) = memo.lookup(&file.key) {
+                    return Ok((digest, false));
+                }
+                let path = match &file.host {
+                    Some(host) => host.clone(),
+                    None => root.join(&entries[*at].path),
+                };
+                Ok((read_digest(&path, file.key)?, true))
             })
             .collect();
         let mut read = 0;
-        for result in digests {
-            let (at, digest, fresh) = result?;
-            if let Some(key) = fresh {
+        for (FileAt { at, file }, result) in files.iter().zip(digests) {
+            let (digest, fresh) = result?;
+            if fresh {
                 read += 1;
-                memo.record(key, digest.clone());
+                memo.record(file.key, digest.clone());
             }
-            if let Some(entry) = entries.get_mut(at) {
+            if let Some(entry) = entries.get_mut(*at) {
                 entry.digest = Some(digest);
             }
         }
@@ -234,19 +300,15 @@ impl Walked {
     }
 }
 
-/// The digest of the regular file at `path`, whose stat gave `key`: from the memo, or read;
-/// with the key to record when it was read.
-fn digest_of(path: &Path, key: MemoKey, memo: &DigestMemo) -> Result<(String, Option<MemoKey>)> {
-    if let Some(digest) = memo.lookup(&key) {
-        return Ok((digest, None));
-    }
+/// The digest of the regular file at `path`, read, whose stat gave `key`.
+fn read_digest(path: &Path, key: MemoKey) -> Result<String> {
     let digest = sha256_file(path)?;
     // The file changed while it was read: its digest describes no single state of it.
     let after = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
     if MemoKey::of(&after) != key {
         return Err(Error::ContextFileChanged(path.to_path_buf()));
     }
-    Ok((digest, Some(key)))
+    Ok(digest)
 }
 
 /// `sha256:<hex>` of a file's content, streamed.
@@ -288,33 +350,56 @@ impl MemoKey {
 
 /// Content digests of context files, keyed by inode metadata, kept between builds in one file.
 ///
-/// Shared by the hashing threads, so it is behind a mutex; lookups are cheap next to a stat.
-/// The file holds one line per file, `dev ino size mtime_ns ctime_ns sha256:<hex>`.
+/// The file holds one line per file, `dev ino size mtime_ns ctime_ns sha256:<hex>`. A no-op
+/// rebuild looks up every file of the context, so the memo is made cheap to load and to ask:
+/// the text stays as read with the map pointing into it (no string per line), keys are hashed
+/// with a fast hasher, and the hashing threads look up what was loaded without a lock; only
+/// what this build records goes behind a mutex.
 #[derive(Debug, Default)]
 pub struct DigestMemo {
-    inner: std::sync::Mutex<MemoState>,
+    /// The memo file as read.
+    text: String,
+    /// Each loaded key: where its digest starts in `text`, and whether this build looked it up.
+    loaded: HashMap<MemoKey, (usize, AtomicBool), FxBuildHasher>,
+    /// Digests this build read, of files the loaded memo could not vouch for.
+    recorded: Mutex<HashMap<MemoKey, String, FxBuildHasher>>,
 }
 
-#[derive(Debug, Default)]
-struct MemoState {
-    /// Each digest, and whether this build looked it up or recorded it.
-    entries: HashMap<MemoKey, (String, bool)>,
-    /// Whether anything was recorded since the memo was loaded.
-    changed: bool,
+/// The length of `sha256:<hex>`.
+const DIGEST_LEN: usize = 7 + 64;
+
+/// One memo line, `dev ino size mtime_ns ctime_ns sha256:<hex>`: its key and its digest.
+/// Numbers are read byte by byte (a no-op build of a large context parses a line per file);
+/// what that does not take (a sign, a time past 2554) goes to `str::parse`.
+fn parse_line(line: &str) -> Option<(MemoKey, &str)> {
+    let split = line.len().checked_sub(DIGEST_LEN)?;
+    let digest = line.get(split..)?;
+    if !is_sha256(digest) {
+        return None;
+    }
+    let key = line.get(..split)?.strip_suffix(' ')?;
+    let mut fields = key.as_bytes().split(|&b| b == b' ');
+    let key = MemoKey {
+        dev: number(fields.next()?)?,
+        ino: number(fields.next()?)?,
+        size: number(fields.next()?)?,
+        mtime_ns: number(fields.next()?)?,
+        ctime_ns: number(fields.next()?)?,
+    };
+    fields.next().is_none().then_some((key, digest))
 }
 
-impl MemoKey {
-    /// Parses `dev ino size mtime_ns ctime_ns`.
-    fn parse(text: &str) -> Option<MemoKey> {
-        let mut fields = text.split(' ');
-        let key = MemoKey {
-            dev: fields.next()?.parse().ok()?,
-            ino: fields.next()?.parse().ok()?,
-            size: fields.next()?.parse().ok()?,
-            mtime_ns: fields.next()?.parse().ok()?,
-            ctime_ns: fields.next()?.parse().ok()?,
-        };
-        fields.next().is_none().then_some(key)
+/// A decimal number.
+fn number<T: TryFrom<u64> + std::str::FromStr>(text: &[u8]) -> Option<T> {
+    let fast = (!text.is_empty()).then_some(text).and_then(|digits| {
+        digits.iter().try_fold(0u64, |n, &b| {
+            let digit = b.checked_sub(b'0').filter(|d| *d < 10)?;
+            n.checked_mul(10)?.checked_add(u64::from(digit))
+        })
+    });
+    match fast.map(T::try_from) {
+        Some(Ok(n)) => Some(n),
+        _ => std::str::from_utf8(text).ok()?.parse().ok(),
     }
 }
 
@@ -322,43 +407,39 @@ impl DigestMemo {
     /// Load the memo from `path`; a missing or unreadable memo is an empty one, and unreadable
     /// lines are skipped (it is only a cache: the worst case is reading files again).
     pub fn load(path: &Path) -> DigestMemo {
-        let mut entries = HashMap::new();
-        if let Ok(text) = std::fs::read_to_string(path) {
-            // About 130 bytes a line.
-            entries.reserve(text.len() / 128);
-            for line in text.lines() {
-                let Some((key, digest)) = line.rsplit_once(' ') else {
-                    continue;
-                };
-                if let (Some(key), true) = (MemoKey::parse(key), is_sha256(digest)) {
-                    entries.insert(key, (digest.to_string(), false));
-                }
-            }
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        // About 130 bytes a line.
+        let mut loaded = HashMap::with_capacity_and_hasher(text.len() / 128, Default::default());
+        for (key, digest) in text.lines().filter_map(parse_line) {
+            // `digest` is a slice of `text`: its offset there.
+            let at = digest.as_ptr() as usize - text.as_ptr() as usize;
+            loaded.insert(key, (at, AtomicBool::new(false)));
         }
         DigestMemo {
-            inner: std::sync::Mutex::new(MemoState {
-                entries,
-                changed: false,
-            }),
+            text,
+            loaded,
+            recorded: Mutex::default(),
         }
     }
 
     fn lookup(&self, key: &MemoKey) -> Option<String> {
-        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        state.entries.get_mut(key).map(|(digest, used)| {
-            *used = true;
-            digest.clone()
-        })
+        if let Some((at, used)) = self.loaded.get(key) {
+            used.store(true, Ordering::Relaxed);
+            return self.text.get(*at..at + DIGEST_LEN).map(str::to_string);
+        }
+        self.recorded().get(key).cloned()
     }
 
     fn record(&self, key: MemoKey, digest: String) {
-        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        state.entries.insert(key, (digest, true));
-        state.changed = true;
+        self.recorded().insert(key, digest);
+    }
+
+    fn recorded(&self) -> std::sync::MutexGuard<'_, HashMap<MemoKey, String, FxBuildHasher>> {
+        self.recorded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().map(|m| m.entries.len()).unwrap_or(0)
+        self.loaded.len() + self.recorded().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -370,19 +451,24 @@ impl DigestMemo {
     /// memo that recorded nothing and has nothing to drop is left as it is on disk. Returns
     /// whether the file was written.
     pub fn save(&self, path: &Path) -> Result<bool> {
-        let state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let stale = state.entries.values().any(|(_, used)| !used);
-        if !state.changed && !stale && path.exists() {
+        let recorded = self.recorded();
+        let stale = self
+            .loaded
+            .values()
+            .any(|(_, used)| !used.load(Ordering::Relaxed));
+        if recorded.is_empty() && !stale && path.exists() {
             return Ok(false);
         }
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
         let mut out = std::io::BufWriter::new(tmp.as_file_mut());
-        for (key, (digest, used)) in &state.entries {
-            if !used {
-                continue;
-            }
+        let looked_up = self.loaded.iter().filter_map(|(key, (at, used))| {
+            let digest = self.text.get(*at..at + DIGEST_LEN)?;
+            used.load(Ordering::Relaxed).then_some((key, digest))
+        });
+        let read = recorded.iter().map(|(key, digest)| (key, digest.as_str()));
+        for (key, digest) in looked_up.chain(read) {
             writeln!(
                 out,
                 "{} {} {} {} {} {digest}",
@@ -508,6 +594,55 @@ mod tests {
         assert_eq!(read, 0);
         assert_eq!(memo.save(&memo_path).ok(), Some(true));
         assert_eq!(DigestMemo::load(&memo_path).len(), 2);
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_read_from_its_own_path() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = context_with(&[("ok", "1")]);
+        let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"d\xff"));
+        std::fs::create_dir(&odd).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(odd.join("f"), "x").unwrap_or_else(|e| panic!("{e}"));
+        let ctx = BuildContext::open(dir.path(), None).unwrap_or_else(|e| panic!("{e}"));
+        let (entries, read) = ctx
+            .walk_hashed(&DigestMemo::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read, 2);
+        assert_eq!(paths(&entries), vec!["d\u{fffd}", "d\u{fffd}/f", "ok"]);
+        assert!(entries[1].digest.is_some());
+    }
+
+    #[test]
+    fn memo_lines_parse_as_written_and_odd_ones_are_skipped() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let key = MemoKey {
+            dev: 2049,
+            ino: u64::MAX,
+            size: 0,
+            mtime_ns: -1_500_000_000,
+            ctime_ns: i128::from(u64::MAX) * 1000,
+        };
+        let line = format!(
+            "{} {} {} {} {} {digest}",
+            key.dev, key.ino, key.size, key.mtime_ns, key.ctime_ns
+        );
+        assert_eq!(parse_line(&line), Some((key, digest.as_str())));
+        assert_eq!(
+            parse_line(&format!("+1 2 3 4 5 {digest}")).map(|(k, _)| k.dev),
+            Some(1)
+        );
+        for bad in [
+            format!("1 2 3 4 {digest}"),
+            format!("1 2 3 4 5 6 {digest}"),
+            format!("1 2 3 4 x {digest}"),
+            format!("1 2  3 4 5 {digest}"),
+            format!("1 2 3 4 5{digest}"),
+            format!("1 2 3 4 5 {}", digest.to_uppercase()),
+            "1 2 3 4 5 sha256:ab".to_string(),
+            String::new(),
+        ] {
+            assert_eq!(parse_line(&bad), None, "{bad:?}");
+        }
     }
 
     #[test]

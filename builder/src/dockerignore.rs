@@ -145,6 +145,10 @@ impl Matcher {
     /// Whether the context path `path` (slash-separated, relative, clean) is excluded, by itself
     /// or through one of its parent directories. The context root `.` is never excluded.
     pub fn is_excluded(&self, path: &str) -> bool {
+        // Most contexts have no `.dockerignore`, and the walk asks about every path.
+        if self.patterns.is_empty() {
+            return false;
+        }
         let path = clean(path);
         if path == "." {
             return false;

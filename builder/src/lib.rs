@@ -9,6 +9,7 @@ pub mod dockerignore;
 pub mod error;
 pub mod events;
 pub mod explain;
+mod fxhash;
 pub mod history;
 mod inroot;
 mod isolation;

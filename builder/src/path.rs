@@ -1,6 +1,22 @@
 //! Slash-separated paths as Go's `path` package treats them: BuildKit cleans Dockerfile paths
 //! (WORKDIR, COPY sources and destinations, `.dockerignore` patterns) this way, so kiln must too.
 
+/// `a/b`, or whichever is not empty; allocated once at its final size (the context walk and
+/// COPY selection make one per file).
+pub fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => {
+            let mut joined = String::with_capacity(a.len() + 1 + b.len());
+            joined.push_str(a);
+            joined.push('/');
+            joined.push_str(b);
+            joined
+        }
+    }
+}
+
 /// Go's `path.Clean` for slash-separated paths: no empty, `.` or resolvable `..` elements, no
 /// trailing slash; `""` becomes `"."`.
 pub fn clean(path: &str) -> String {

@@ -288,7 +288,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         hint: None,
     })?;
     let network = args.network()?;
-    let isolation = isolation::choose(&args.isolation, args.force)?;
+    let isolation = isolation::Pending::start(&args.isolation, args.force)?;
     let labels = args.labels()?;
     let secrets = secrets::secrets(&args.secrets)?;
     let ssh = secrets::ssh(&args.ssh)?;
@@ -315,6 +315,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
     let store = open_store(root, Access::Write)?;
     let store_root = store.root().to_path_buf();
     let context = context::prepare(&store, &args.context, args.file.as_deref())?;
+    let isolation = isolation.finish()?;
     let request = BuildRequest {
         store_root,
         context: context.dir.clone(),

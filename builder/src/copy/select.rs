@@ -9,26 +9,28 @@ use super::{
 use crate::context::{BuildContext, Entry, EntryKind, sha256_file};
 use crate::dockerignore::{Matcher, PatternLine};
 use crate::error::{Error, Result};
-use crate::path::clean;
+use crate::path::{clean, join};
 use kiln_snapshotter::Root;
+use rayon::prelude::*;
 use rustix::fs::OFlags;
 use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// A source path after resolution: what it is and where its bytes are.
+/// A source path after resolution: what it is and where its bytes are. Borrowed from the
+/// context's entry when it is one (a large COPY makes one per file).
 #[derive(Debug, Clone)]
-struct Node {
+struct Node<'e> {
     /// Relative to the source root, slash-separated, symlink-free.
-    rel: String,
+    rel: Cow<'e, str>,
     kind: ItemKind,
     mode: u32,
     uid: u32,
     gid: u32,
-    digest: Option<String>,
+    digest: Option<&'e str>,
     special: bool,
 }
 
@@ -36,16 +38,13 @@ struct Node {
 struct SourceFs<'a> {
     host_root: PathBuf,
     root: Root,
-    context: Option<(&'a BuildContext, HashMap<&'a str, &'a Entry>, &'a [Entry])>,
+    context: Option<(&'a BuildContext, &'a [Entry])>,
 }
 
 impl<'a> SourceFs<'a> {
     fn open(from: &SourceRoot<'a>) -> Result<SourceFs<'a>> {
         let (path, context) = match from {
-            SourceRoot::Context(ctx, entries) => {
-                let map = entries.iter().map(|e| (e.path.as_str(), e)).collect();
-                (ctx.root(), Some((*ctx, map, *entries)))
-            }
+            SourceRoot::Context(ctx, entries) => (ctx.root(), Some((*ctx, *entries))),
             SourceRoot::Dir(path) => (*path, None),
         };
         // The canonical path, so that what `/proc/self/fd` reports can be made relative to it.
@@ -89,17 +88,17 @@ impl<'a> SourceFs<'a> {
     }
 
     /// The node at the symlink-free path `rel`, or None when the build may not see it.
-    fn node(&self, rel: &str) -> Result<Option<Node>> {
-        if let Some((_, map, _)) = &self.context {
+    fn node(&self, rel: &str) -> Result<Option<Node<'a>>> {
+        if let Some((_, entries)) = self.context {
             if rel.is_empty() {
                 return self.dir_node(rel);
             }
-            return Ok(map.get(rel).map(|e| node_of_entry(e)));
+            return Ok(find_entry(entries, rel).map(node_of_entry));
         }
         self.dir_node(rel)
     }
 
-    fn dir_node(&self, rel: &str) -> Result<Option<Node>> {
+    fn dir_node(&self, rel: &str) -> Result<Option<Node<'a>>> {
         let host = self.host_root.join(rel);
         match std::fs::symlink_metadata(&host) {
             Ok(meta) => Ok(Some(node_of_meta(rel.to_string(), &host, &meta)?)),
@@ -110,7 +109,7 @@ impl<'a> SourceFs<'a> {
 
     /// The node a source path names, symlinks followed inside the root, or a "not found" error
     /// that says why and suggests close names.
-    fn lookup_followed(&self, rel: &str, raw: &str) -> Result<Node> {
+    fn lookup_followed(&self, rel: &str, raw: &str) -> Result<Node<'a>> {
         let resolved = match self.resolve(rel) {
             Ok(r) => Some(r),
             Err(e)
@@ -133,7 +132,7 @@ impl<'a> SourceFs<'a> {
 
     fn not_found(&self, rel: &str, raw: &str) -> Error {
         let hint = match &self.context {
-            Some((ctx, _, entries)) => {
+            Some((ctx, entries)) => {
                 let link = entries.iter().find_map(|e| match &e.kind {
                     EntryKind::Symlink(target) if e.path == rel => Some(target),
                     _ => None,
@@ -168,8 +167,8 @@ impl<'a> SourceFs<'a> {
     }
 
     /// Every node below the directory `rel`, parents before children, sorted per directory.
-    fn descendants(&self, rel: &str, max_depth: usize) -> Result<Vec<Node>> {
-        if let Some((_, _, entries)) = &self.context {
+    fn descendants(&self, rel: &str, max_depth: usize) -> Result<Vec<Node<'a>>> {
+        if let Some((_, entries)) = self.context {
             let prefix = if rel.is_empty() {
                 String::new()
             } else {
@@ -179,7 +178,8 @@ impl<'a> SourceFs<'a> {
                 .iter()
                 .filter(|e| {
                     e.path.strip_prefix(prefix.as_str()).is_some_and(|below| {
-                        !below.is_empty() && below.split('/').count() <= max_depth
+                        !below.is_empty()
+                            && (max_depth == usize::MAX || below.split('/').count() <= max_depth)
                     })
                 })
                 .map(node_of_entry)
@@ -227,7 +227,7 @@ impl<'a> SourceFs<'a> {
         let mut skip: Option<String> = None;
         for node in self.descendants(base, depth)? {
             let sub = if base.is_empty() {
-                node.rel.clone()
+                node.rel.into_owned()
             } else {
                 node.rel[base.len() + 1..].to_string()
             };
@@ -248,12 +248,27 @@ impl<'a> SourceFs<'a> {
         Ok(out)
     }
 
+    /// `host_root.join(rel)`, allocated once at its final size (a COPY makes one per file).
     fn host(&self, rel: &str) -> PathBuf {
-        self.host_root.join(rel)
+        let mut host = PathBuf::with_capacity(self.host_root.as_os_str().len() + 1 + rel.len());
+        host.push(&self.host_root);
+        host.push(rel);
+        host
     }
 }
 
-fn node_of_entry(e: &Entry) -> Node {
+/// The entry at `rel`. Entries are in walk order, which is the order of their paths compared
+/// component by component, so a binary search finds it; a name that is not UTF-8 (shown with
+/// replacement characters) can break that order, so a miss is searched for again in full.
+fn find_entry<'e>(entries: &'e [Entry], rel: &str) -> Option<&'e Entry> {
+    let found = entries
+        .binary_search_by(|e| e.path.split('/').cmp(rel.split('/')))
+        .ok()
+        .and_then(|at| entries.get(at));
+    found.or_else(|| entries.iter().rev().find(|e| e.path == rel))
+}
+
+fn node_of_entry(e: &Entry) -> Node<'_> {
     let (kind, special) = match &e.kind {
         EntryKind::File => (ItemKind::File, false),
         EntryKind::Dir => (ItemKind::Dir, false),
@@ -261,17 +276,17 @@ fn node_of_entry(e: &Entry) -> Node {
         EntryKind::Special => (ItemKind::File, true),
     };
     Node {
-        rel: e.path.clone(),
+        rel: Cow::Borrowed(&e.path),
         kind,
         mode: e.mode & 0o7777,
         uid: e.uid,
         gid: e.gid,
-        digest: e.digest.clone(),
+        digest: e.digest.as_deref(),
         special,
     }
 }
 
-fn node_of_meta(rel: String, host: &Path, meta: &std::fs::Metadata) -> Result<Node> {
+fn node_of_meta<'e>(rel: String, host: &Path, meta: &std::fs::Metadata) -> Result<Node<'e>> {
     use std::os::unix::fs::FileTypeExt;
     let ft = meta.file_type();
     let kind = if ft.is_dir() {
@@ -289,7 +304,7 @@ fn node_of_meta(rel: String, host: &Path, meta: &std::fs::Metadata) -> Result<No
         ItemKind::File
     };
     Ok(Node {
-        rel,
+        rel: Cow::Owned(rel),
         kind,
         mode: meta.mode() & 0o7777,
         uid: meta.uid(),
@@ -305,14 +320,6 @@ fn slash_path(p: &Path) -> String {
         .map(|c| c.as_os_str().to_string_lossy())
         .collect::<Vec<_>>()
         .join("/")
-}
-
-fn join(a: &str, b: &str) -> String {
-    match (a.is_empty(), b.is_empty()) {
-        (true, _) => b.to_string(),
-        (_, true) => a.to_string(),
-        _ => format!("{a}/{b}"),
-    }
 }
 
 fn base_name(rel: &str) -> &str {
@@ -385,14 +392,14 @@ impl Dest {
 }
 
 /// One resolved top-level source.
-struct Top {
+struct Top<'a> {
     /// The name it takes in a directory destination (the matched name, not a link target).
     name: String,
     /// Its path to keep under the destination with `--parents`.
     kept: String,
     /// Its path as written or matched (before symlinks were resolved), relative to the root.
     lexical: String,
-    node: Node,
+    node: Node<'a>,
 }
 
 fn invalid(spec: &CopySpec, reason: String) -> Error {
@@ -568,7 +575,7 @@ pub(super) fn select(spec: &CopySpec, from: &SourceRoot<'_>) -> Result<Selection
             mode: node.mode,
             uid: node.uid,
             gid: node.gid,
-            digest: node.digest.clone(),
+            digest: node.digest.map(str::to_string),
             into_dir_name: into,
             created_parent: false,
         })
@@ -614,18 +621,25 @@ pub(super) fn select(spec: &CopySpec, from: &SourceRoot<'_>) -> Result<Selection
                     created_parent: true,
                 });
             }
-            for child in fs.descendants(&top.node.rel, usize::MAX)? {
-                let sub = if top.node.rel.is_empty() {
-                    child.rel.clone()
-                } else {
-                    child.rel[top.node.rel.len() + 1..].to_string()
-                };
-                // Sockets, FIFOs and devices inside a copied directory are left out (a named
-                // one is an error); `--exclude` applies below each source.
-                if child.special || excluded(&sub) {
-                    continue;
-                }
-                items.push(item(&child, join(&target, &sub), None)?);
+            // Made on every core, in order: a large tree has an item per file.
+            let below: Vec<Option<Result<Item>>> = fs
+                .descendants(&top.node.rel, usize::MAX)?
+                .par_iter()
+                .map(|child| {
+                    let sub = if top.node.rel.is_empty() {
+                        &child.rel[..]
+                    } else {
+                        &child.rel[top.node.rel.len() + 1..]
+                    };
+                    // Sockets, FIFOs and devices inside a copied directory are left out (a
+                    // named one is an error); `--exclude` applies below each source.
+                    (!child.special && !excluded(sub))
+                        .then(|| item(child, join(&target, sub), None))
+                })
+                .collect();
+            items.reserve(below.len());
+            for child in below.into_iter().flatten() {
+                items.push(child?);
             }
             continue;
         }
@@ -692,39 +706,42 @@ pub(super) fn cache_sources(sel: &Selection, dest_root: Option<&Path>) -> Result
         .as_deref()
         .map(|c| Owner::resolve_for_cache(c, dest_root))
         .transpose()?;
-    sel.items
-        .iter()
-        .map(|it| {
-            let (uid, gid) = it.owner(sel, owner);
-            let digest = match (&it.kind, &it.source) {
-                (ItemKind::File | ItemKind::Archive, ItemSource::Path(p)) => match &it.digest {
-                    Some(d) => d.clone(),
-                    None => sha256_file(p)?,
-                },
-                (ItemKind::File, ItemSource::Inline(text)) => sha256_bytes(text.as_bytes()),
+    let source_file = |it: &Item| -> Result<SourceFile> {
+        let (uid, gid) = it.owner(sel, owner);
+        let digest = match (&it.kind, &it.source) {
+            (ItemKind::File | ItemKind::Archive, ItemSource::Path(p)) => match &it.digest {
+                Some(d) => d.clone(),
+                None => sha256_file(p)?,
+            },
+            (ItemKind::File, ItemSource::Inline(text)) => sha256_bytes(text.as_bytes()),
+            _ => String::new(),
+        };
+        Ok(SourceFile {
+            path: it.cache_path.clone(),
+            kind: match it.kind {
+                ItemKind::File => 'f',
+                ItemKind::Dir => 'd',
+                ItemKind::Symlink(_) => 'l',
+                ItemKind::Archive => 'a',
+                ItemKind::Node(node) => node.describe().0,
+            },
+            mode: it.final_mode(sel.chmod.as_ref()),
+            uid,
+            gid,
+            digest,
+            link_target: match &it.kind {
+                ItemKind::Symlink(t) => t.clone(),
+                ItemKind::Node(node) => node.describe().1,
                 _ => String::new(),
-            };
-            Ok(SourceFile {
-                path: it.cache_path.clone(),
-                kind: match it.kind {
-                    ItemKind::File => 'f',
-                    ItemKind::Dir => 'd',
-                    ItemKind::Symlink(_) => 'l',
-                    ItemKind::Archive => 'a',
-                    ItemKind::Node(node) => node.describe().0,
-                },
-                mode: it.final_mode(sel.chmod.as_ref()),
-                uid,
-                gid,
-                digest,
-                link_target: match &it.kind {
-                    ItemKind::Symlink(t) => t.clone(),
-                    ItemKind::Node(node) => node.describe().1,
-                    _ => String::new(),
-                },
-            })
+            },
         })
-        .collect()
+    };
+    // Sized up front: a COPY of a large tree has one per file.
+    let mut files = Vec::with_capacity(sel.items.len());
+    for it in &sel.items {
+        files.push(source_file(it)?);
+    }
+    Ok(files)
 }
 
 #[cfg(test)]
@@ -796,6 +813,31 @@ mod tests {
         ];
         assert_eq!(suggestions("pakage.json", &entries), ["\"package.json\""]);
         assert!(suggestions("totally-different", &entries).is_empty());
+    }
+
+    #[test]
+    fn entries_are_found_in_walk_order() {
+        let entry = |p: &str| Entry {
+            path: p.into(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: 0,
+            digest: None,
+        };
+        // Walk order: a directory before its contents, `a/b` before `a-c` though '-' < '/'. The
+        // last two are out of order, as names that are not UTF-8 can leave them: found as well.
+        let entries: Vec<Entry> = ["a", "a/b", "a/b/c", "a-c", "b", "\u{fffd}", "a.x"]
+            .into_iter()
+            .map(entry)
+            .collect();
+        for wanted in ["a", "a/b", "a/b/c", "a-c", "b", "\u{fffd}", "a.x"] {
+            let found = find_entry(&entries, wanted).map(|e| e.path.as_str());
+            assert_eq!(found, Some(wanted));
+        }
+        assert!(find_entry(&entries, "a/c").is_none());
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub fn copy(
         .to_string();
         let key = CacheKey::new(&state.cache_key)
             .instruction(&canonical)
-            .sources(&files)
+            .sources(files)
             .finish_explained();
         let step = Step {
             instruction,

@@ -70,7 +70,7 @@ pub fn run(
     let key = CacheKey::new(&state.cache_key)
         .instruction(&canonical)
         .variables(super::pairs(&state.key_variables()))
-        .sources(&mounts.key_sources())
+        .sources(mounts.key_sources())
         .finish_explained();
     let env = state.run_env(&ctx.build.plan.proxy_args);
     let mut name = ctx.next_title(state, instruction);

@@ -22,6 +22,40 @@ impl Choice {
     }
 }
 
+/// A choice being made. `auto` probes in forked children and waits for them, which can run
+/// while the store is opened and the context read rather than before.
+pub enum Pending {
+    Made(Choice),
+    Probing(std::thread::JoinHandle<CliResult<Choice>>),
+}
+
+impl Pending {
+    /// Starts choosing: a value naming an isolation is resolved (or refused) at once, as the
+    /// other flags are; `auto` is probed on a thread of its own.
+    pub fn start(value: &str, force: bool) -> CliResult<Pending> {
+        if matches!(value, "auto" | "default") {
+            let owned = value.to_string();
+            let probe = std::thread::Builder::new()
+                .name("isolation-probe".into())
+                .spawn(move || choose(&owned, force));
+            if let Ok(probe) = probe {
+                return Ok(Pending::Probing(probe));
+            }
+        }
+        choose(value, force).map(Pending::Made)
+    }
+
+    /// The choice, once the probes are done.
+    pub fn finish(self) -> CliResult<Choice> {
+        match self {
+            Pending::Made(choice) => Ok(choice),
+            Pending::Probing(probe) => probe
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        }
+    }
+}
+
 /// Resolves the flag's value. `none` is refused outside a container unless `force` is given:
 /// it runs every RUN step in the machine's own root filesystem and replaces that with the image.
 pub fn choose(value: &str, force: bool) -> CliResult<Choice> {
@@ -140,5 +174,17 @@ mod tests {
         assert!(matches!(choose("jail", false), Err(CliError::Usage { .. })));
         let chosen = choose("chroot", false).expect("chroot");
         assert_eq!(chosen.isolation, Isolation::Chroot);
+    }
+
+    #[test]
+    fn named_modes_are_chosen_at_once_and_auto_as_choose_would() {
+        assert!(matches!(
+            Pending::start("jail", false),
+            Err(CliError::Usage { .. })
+        ));
+        let named = Pending::start("chroot", false).and_then(Pending::finish);
+        assert_eq!(named.ok().map(|c| c.isolation), Some(Isolation::Chroot));
+        let auto = Pending::start("auto", true).and_then(Pending::finish);
+        assert_eq!(auto.ok(), choose("auto", true).ok());
     }
 }
