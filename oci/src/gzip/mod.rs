@@ -19,6 +19,7 @@ pub(crate) mod memo;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -76,7 +77,11 @@ impl Workers {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
-                        let result = encode(&mut encoder, job, true, memo.as_deref());
+                        // A panic must come back as an error: the writer waits for every chunk.
+                        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            encode(&mut encoder, job, true, memo.as_deref())
+                        }))
+                        .unwrap_or_else(|_| Err("a compression worker panicked".into()));
                         if report.send(result).is_err() {
                             return;
                         }
