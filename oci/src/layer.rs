@@ -515,9 +515,7 @@ mod tests {
         for i in 0..24 {
             let mut data = Vec::with_capacity(200_000);
             while data.len() < 200_000 {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
+                crate::gzip::test_data::next(&mut state);
                 if i % 2 == 0 {
                     data.extend_from_slice(
                         format!("line {} of file {i}\n", state % 1000).as_bytes(),

@@ -75,18 +75,7 @@ impl Chunker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(len: usize, mut state: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            out.extend_from_slice(&state.to_le_bytes());
-        }
-        out.truncate(len);
-        out
-    }
+    use crate::gzip::test_data::noise;
 
     /// The chunk lengths of `data` fed in pieces of `piece` bytes.
     fn chunks(data: &[u8], piece: usize) -> Vec<usize> {

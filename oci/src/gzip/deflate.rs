@@ -145,19 +145,8 @@ fn stored(input: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gzip::test_data::noise;
     use std::io::Read;
-
-    fn noise(len: usize, mut state: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            out.extend_from_slice(&state.to_le_bytes());
-        }
-        out.truncate(len);
-        out
-    }
 
     #[test]
     fn noise_is_incompressible_and_text_is_not() {

@@ -373,6 +373,28 @@ fn gzip_header(level: u32) -> [u8; 10] {
     [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 0xff]
 }
 
+/// Deterministic test bytes for the gzip and layer tests.
+#[cfg(test)]
+pub(crate) mod test_data {
+    /// One xorshift64 step: the next state of a non-zero `state`.
+    pub(crate) fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    /// `len` pseudo-random bytes from a non-zero `seed`.
+    pub(crate) fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&next(&mut seed).to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,12 +404,7 @@ mod tests {
     /// Tar-like test data: text and noise in stretches of assorted lengths.
     fn sample(len: usize, seed: u64) -> Vec<u8> {
         let mut state = seed | 1;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = move || test_data::next(&mut state);
         let mut out = Vec::with_capacity(len + 70_000);
         while out.len() < len {
             let stretch = (next() % 60_000) as usize + 100;
