@@ -791,13 +791,10 @@ mod tests {
         assert_eq!(strip_pivot("ab/c", Some("a")), "ab/c");
     }
 
-    #[test]
-    fn close_names_are_suggested() {
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("same", "same"), 0);
-        let entry = |p: &str| Entry {
-            path: p.into(),
+    /// A plain file of the context at `path`.
+    fn entry(path: &str) -> Entry {
+        Entry {
+            path: path.into(),
             kind: EntryKind::File,
             mode: 0o644,
             uid: 0,
@@ -805,7 +802,14 @@ mod tests {
             size: 0,
             mtime: 0,
             digest: None,
-        };
+        }
+    }
+
+    #[test]
+    fn close_names_are_suggested() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
         let entries = [
             entry("package.json"),
             entry("src/main.rs"),
@@ -817,16 +821,6 @@ mod tests {
 
     #[test]
     fn entries_are_found_in_walk_order() {
-        let entry = |p: &str| Entry {
-            path: p.into(),
-            kind: EntryKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            mtime: 0,
-            digest: None,
-        };
         // Walk order: a directory before its contents, `a/b` before `a-c` though '-' < '/'. The
         // last two are out of order, as names that are not UTF-8 can leave them: found as well.
         let entries: Vec<Entry> = ["a", "a/b", "a/b/c", "a-c", "b", "\u{fffd}", "a.x"]
