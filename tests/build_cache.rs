@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 mod support;
-use support::{KILN, have_tool, is_root, require};
+use support::{have_tool, is_root, require};
 
 const DOCKERFILE: &str = "\
 FROM busybox:latest AS build
@@ -91,15 +91,8 @@ impl Dirs {
 }
 
 fn command(root: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(KILN);
-    command
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env_remove("KILN_ROOT")
-        .env_remove("BUILDKIT_PROGRESS")
-        .env_remove("SOURCE_DATE_EPOCH")
-        .stdin(Stdio::null());
+    let mut command = support::kiln_command(root, args);
+    command.env_remove("SOURCE_DATE_EPOCH");
     command
 }
 

@@ -57,15 +57,8 @@ impl Env {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(KILN);
-        command
-            .arg("--root")
-            .arg(self.root())
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("KILN_ROOT")
-            .env_remove("NO_COLOR")
-            .env_remove("BUILDKIT_PROGRESS");
+        let mut command = support::kiln_command(&self.root(), args);
+        command.current_dir(self.dir.path()).env_remove("NO_COLOR");
         command
     }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod support;
-use support::{KILN, is_root, require};
+use support::{is_root, require};
 
 const FILE_VALUE: &str = "cli-file-secret-93b1e0";
 const ENV_VALUE: &str = "cli-env-secret-c4d2f8";
@@ -46,16 +46,10 @@ impl Env {
     }
 
     fn run(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
-        let mut command = Command::new(KILN);
+        let mut command = support::kiln_command(&self.path("root"), args);
         command
-            .arg("--root")
-            .arg(self.path("root"))
-            .args(args)
             .current_dir(self.dir.path())
-            .env_remove("KILN_ROOT")
-            .env_remove("BUILDKIT_PROGRESS")
-            .env_remove("SSH_AUTH_SOCK")
-            .stdin(Stdio::null());
+            .env_remove("SSH_AUTH_SOCK");
         for (key, value) in vars {
             command.env(key, value);
         }

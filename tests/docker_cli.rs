@@ -81,14 +81,8 @@ impl Env {
 
     /// `kiln --root ROOT ARGS…`.
     fn kiln(&self, args: &[&str]) -> Output {
-        Command::new(KILN)
-            .arg("--root")
-            .arg(self.path("root"))
-            .args(args)
+        support::kiln_command(&self.path("root"), args)
             .current_dir(self.dir.path())
-            .env_remove("KILN_ROOT")
-            .env_remove("BUILDKIT_PROGRESS")
-            .stdin(Stdio::null())
             .output()
             .unwrap()
     }

@@ -66,17 +66,11 @@ impl Env {
 }
 
 fn kiln(root: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(KILN);
+    let mut command = support::kiln_command(root, args);
     command
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env_remove("KILN_ROOT")
         .env_remove("KILN_ISOLATION")
-        .env_remove("BUILDKIT_PROGRESS")
         // Fixed history times: builds at different moments give the same image.
-        .env("SOURCE_DATE_EPOCH", "0")
-        .stdin(Stdio::null());
+        .env("SOURCE_DATE_EPOCH", "0");
     command
 }
 

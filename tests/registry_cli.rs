@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 mod support;
 use support::registry::Registry;
-use support::{KILN, have_tool, require};
+use support::{have_tool, require};
 
 /// A temp dir holding stores, a docker config dir and the busybox rootfs tar.
 struct Env {
@@ -36,12 +36,8 @@ impl Env {
 
     /// kiln with the store `root` and its own docker and kiln config files.
     fn kiln(&self, root: &str, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut command = Command::new(KILN);
+        let mut command = support::kiln_command(&self.path(root), args);
         command
-            .arg("--root")
-            .arg(self.path(root))
-            .args(args)
-            .env_remove("KILN_ROOT")
             .env("DOCKER_CONFIG", self.path("docker"))
             .env("KILN_CONFIG", self.path("kiln-config.json"))
             .env("HOME", self.dir.path());
@@ -560,12 +556,8 @@ fn login_uses_the_configured_credential_store() {
         std::env::var("PATH").unwrap_or_default()
     );
     let kiln = |root: &str, args: &[&str], stdin: Option<&str>| {
-        let mut command = Command::new(KILN);
+        let mut command = support::kiln_command(&env.path(root), args);
         command
-            .arg("--root")
-            .arg(env.path(root))
-            .args(args)
-            .env_remove("KILN_ROOT")
             .env("DOCKER_CONFIG", env.path("docker"))
             .env("KILN_CONFIG", env.path("kiln-config.json"))
             .env("PATH", &path);

@@ -35,13 +35,7 @@ impl Env {
 }
 
 fn kiln(root: &Path, args: &[&str]) -> Output {
-    Command::new(KILN)
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env_remove("KILN_ROOT")
-        .output()
-        .unwrap()
+    support::kiln_command(root, args).output().unwrap()
 }
 
 /// Runs kiln and returns stdout, failing the test with stderr when it does not succeed.

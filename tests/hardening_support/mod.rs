@@ -64,15 +64,8 @@ impl Env {
 
     /// `kiln --root ROOT ARGS…` in the temp dir, with no inherited kiln settings.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(KILN);
-        command
-            .arg("--root")
-            .arg(self.root())
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("KILN_ROOT")
-            .env_remove("BUILDKIT_PROGRESS")
-            .stdin(Stdio::null());
+        let mut command = support::kiln_command(&self.root(), args);
+        command.current_dir(self.dir.path());
         command
     }
 

@@ -11,6 +11,20 @@ use std::process::{Command, Stdio};
 /// The `kiln` binary built for these tests.
 pub const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
+/// `kiln --root ROOT ARGS…` with no kiln setting inherited from the caller's environment
+/// (`KILN_ROOT`, `BUILDKIT_PROGRESS`) and stdin closed; callers add what their tests need.
+pub fn kiln_command(root: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(KILN);
+    command
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("KILN_ROOT")
+        .env_remove("BUILDKIT_PROGRESS")
+        .stdin(Stdio::null());
+    command
+}
+
 /// Runs `command` with `input` on its stdin (then closed) and captures stdout and stderr.
 pub fn output_with_stdin(command: &mut Command, input: &[u8]) -> std::process::Output {
     use std::io::Write;
