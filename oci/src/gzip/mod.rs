@@ -16,7 +16,6 @@ mod chunker;
 mod deflate;
 pub(crate) mod memo;
 
-use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::panic::AssertUnwindSafe;
@@ -42,7 +41,8 @@ struct Encoded {
     bytes: Vec<u8>,
     crc: crc32fast::Hasher,
     raw_len: u64,
-    /// sha256 of the chunk; absent for a layer's only chunk, which the memo does not keep.
+    /// BLAKE3 of the chunk ([`memo::chunk_key`]); absent for a layer's only chunk, which the
+    /// memo does not keep.
     key: Option<[u8; 32]>,
     /// Whether the bytes came from the memo.
     #[cfg_attr(not(test), allow(dead_code))]
@@ -117,7 +117,7 @@ fn encode(
     let mut crc = crc32fast::Hasher::new();
     crc.update(&data);
     let raw_len = data.len() as u64;
-    let key: Option<[u8; 32]> = keyed.then(|| Sha256::digest(&data).into());
+    let key = keyed.then(|| memo::chunk_key(&data));
     let found = match (key, memo) {
         (Some(key), Some(memo)) => memo.lookup(&key, raw_len, crc.clone().finalize()),
         _ => None,
