@@ -580,7 +580,6 @@ fn unpack(root: &Path, image: &str) -> kiln_snapshotter::ChainId {
         .iter()
         .zip(image.diff_ids().unwrap())
     {
-        let diff_id = kiln_snapshotter::DiffId::parse(diff_id.as_str()).unwrap();
         let reader = kiln_oci::open_layer_blob(&store, &layer.digest).unwrap();
         parent = Some(snap.apply_layer(parent.as_ref(), &diff_id, reader).unwrap());
     }

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use kiln_oci::{Image, Store, open_layer_blob};
-use kiln_snapshotter::{ChainId, DiffId, Snapshotter};
+use kiln_snapshotter::{ChainId, Snapshotter, chain_id};
 use std::io;
 
 /// Apply every layer of `image` (skipping chains already present) and return the top chain id,
@@ -17,10 +17,9 @@ pub fn unpack_image(
     let diff_ids = image.diff_ids()?;
     let mut parent: Option<ChainId> = None;
     for (layer, diff_id) in layers.iter().zip(diff_ids) {
-        let diff_id = DiffId::parse(diff_id.as_str())?;
         let mut reader = None;
         // Leased before it is looked for, so that a `kiln prune` cannot remove it meanwhile.
-        store.lease(ChainId::chain(parent.as_ref(), &diff_id).as_str())?;
+        store.lease(chain_id(parent.as_ref(), &diff_id).as_str())?;
         let chain = snapshotter.apply_layer(parent.as_ref(), &diff_id, {
             // Opened lazily: a chain that already exists never reads its blob.
             LazyReader {

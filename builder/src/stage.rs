@@ -17,7 +17,7 @@ use kiln_grammar::expand::Lexer;
 use kiln_grammar::instructions::InstructionKind;
 use kiln_grammar::plan::{Base, BuildPlan, PlanOptions, Stage};
 use kiln_oci::{ImageConfig, Layer, Reference, Store};
-use kiln_snapshotter::{ChainId, DiffId, Snapshotter};
+use kiln_snapshotter::{Snapshotter, chain_id};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -173,10 +173,7 @@ impl StageCtx<'_, '_> {
         let Some(layer) = layer_record.layer() else {
             return Ok(false);
         };
-        let Ok(diff_id) = DiffId::parse(layer.diff_id.as_str()) else {
-            return Ok(false);
-        };
-        let chain = ChainId::chain(state.chain.as_ref(), &diff_id);
+        let chain = chain_id(state.chain.as_ref(), &layer.diff_id);
         if chain.as_str() != layer_record.chain_id {
             return Ok(false);
         }
@@ -185,9 +182,11 @@ impl StageCtx<'_, '_> {
         if !self.build.snapshotter.exists(&chain) {
             let store = self.build.store;
             let mut reader = kiln_oci::open_layer_blob(store, &layer.digest)?;
-            self.build
-                .snapshotter
-                .apply_layer(state.chain.as_ref(), &diff_id, &mut reader)?;
+            self.build.snapshotter.apply_layer(
+                state.chain.as_ref(),
+                &layer.diff_id,
+                &mut reader,
+            )?;
             // Read to the end so the blob reader verifies the compressed digest as well.
             std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| Error::Layer {
                 digest: layer.digest.to_string(),

@@ -55,7 +55,7 @@ mod tarwrite;
 mod xattr;
 
 pub use apply::{ApplyOptions, ApplyStats, WhiteoutMode, apply_layer};
-pub use chain::{ChainId, DiffId, Digest, chain_ids};
+pub use chain::{ChainId, DiffId, Digest, chain_id, chain_ids};
 pub use copy::{CopyStats, copy_tree, remove_tree};
 pub use diff::{DiffOptions, DiffStats, SANDBOX_MOUNT_POINTS, diff_trees, diff_upper, write_tree};
 pub use error::{Error, Result};

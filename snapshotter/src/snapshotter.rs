@@ -22,8 +22,6 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sha2::{Digest as _, Sha256};
-
 use crate::apply::{ApplyOptions, WhiteoutMode, apply_layer};
 use crate::chain::{ChainId, DiffId, Digest};
 use crate::copy::{copy_tree, remove_tree};
@@ -191,7 +189,7 @@ impl Snapshotter {
             if text.is_empty() {
                 return Ok(out);
             }
-            cur = Digest::parse(text)?;
+            cur = crate::chain::parse(text)?;
             out.push(cur.clone());
             if out.len() > MAX_CHAIN {
                 return Err(Error::io(
@@ -212,7 +210,7 @@ impl Snapshotter {
         diff_id: &DiffId,
         tar: impl Read,
     ) -> Result<ChainId> {
-        let chain = Digest::chain(parent, diff_id);
+        let chain = crate::chain::chain_id(parent, diff_id);
         if self.exists(&chain) {
             return Ok(chain);
         }
@@ -255,7 +253,7 @@ impl Snapshotter {
         };
         let mut hashing = HashingReader {
             inner: tar,
-            hash: Sha256::new(),
+            hash: kiln_oci::digest::Hasher::new(),
         };
         let result = apply_layer(&mut hashing, &tree, &ApplyOptions::new(mode)).and_then(|_| {
             // The diff-id covers the whole stream, end-of-archive padding included.
@@ -270,7 +268,7 @@ impl Snapshotter {
             let _ = remove_tree(&tree);
             return Err(e);
         }
-        Ok((tmp, Digest::from_sha256(&hashing.hash.finalize())))
+        Ok((tmp, hashing.hash.finish().0))
     }
 
     /// Moves an applied temporary snapshot to its final name. Whoever renames first wins; a
@@ -781,7 +779,7 @@ impl ActiveSnapshot {
         let applied = applied.map_err(|_| Error::Thread("layer apply"))?;
         let err = match (diffed, applied) {
             (Ok(stats), Ok((tmp, diff_id))) => {
-                let chain_id = Digest::chain(parent, &diff_id);
+                let chain_id = crate::chain::chain_id(parent, &diff_id);
                 if snap.exists(&chain_id) {
                     let _ = remove_tree(&tmp.keep());
                 } else {
@@ -846,7 +844,7 @@ impl ActiveSnapshot {
         let diff_id = diff_id(out)?;
         let snap = &self.snapshotter;
         let parent = self.parent.as_ref();
-        let chain_id = Digest::chain(parent, &diff_id);
+        let chain_id = crate::chain::chain_id(parent, &diff_id);
         if !snap.exists(&chain_id) {
             let tmp = tempfile::Builder::new()
                 .prefix(".tmp-")
@@ -943,7 +941,7 @@ impl<A: Write, B: Write> Write for Tee<'_, A, B> {
 
 struct HashingReader<R: Read> {
     inner: R,
-    hash: Sha256,
+    hash: kiln_oci::digest::Hasher,
 }
 
 impl<R: Read> Read for HashingReader<R> {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use common::{diff_id, entry_names, fingerprint, prerequisite, set_mtime, walk_paths};
 use kiln_snapshotter::{
     ApplyOptions, Backend, ChainId, DiffOptions, Digest, Error, KernelMounter, Mounter,
-    OverlayMount, Snapshotter, SnapshotterOptions, WhiteoutMode, apply_layer, write_tree,
+    OverlayMount, Snapshotter, SnapshotterOptions, WhiteoutMode, apply_layer, chain_id, write_tree,
 };
 
 /// Mount points under `dir` in this process's mount namespace.
@@ -113,10 +113,7 @@ fn scenario(
     let mut layer = Vec::new();
     let committed = active.commit(&mut layer, &clamp()).unwrap();
     assert_eq!(committed.diff_id, diff_id(&layer));
-    assert_eq!(
-        committed.chain_id,
-        Digest::chain(Some(&c1), &committed.diff_id)
-    );
+    assert_eq!(committed.chain_id, chain_id(Some(&c1), &committed.diff_id));
     assert!(snap.exists(&committed.chain_id));
 
     let view = snap.prepare(Some(&committed.chain_id)).unwrap();
@@ -220,10 +217,7 @@ fn upper_committed_in_place_matches_the_layer_it_wrote() {
         .commit_upper(&mut layer, &DiffOptions::default(), |w| Ok(diff_id(w)))
         .unwrap();
     assert_eq!(committed.diff_id, diff_id(&layer));
-    assert_eq!(
-        committed.chain_id,
-        Digest::chain(Some(&c1), &committed.diff_id)
-    );
+    assert_eq!(committed.chain_id, chain_id(Some(&c1), &committed.diff_id));
     assert!(leftovers(&tmp.path().join("store")).is_empty());
     let view = snap.prepare(Some(&committed.chain_id)).unwrap();
     let moved = fingerprint(view.mount_point());

@@ -361,16 +361,15 @@ fn execute_layer(
     let committed = match changes {
         Changes::Command => active.commit(&mut writer, &options)?,
         Changes::Kiln => active.commit_upper(&mut writer, &options, |w| {
-            let diff_id = w.diff_id().map_err(|e| kiln_snapshotter::Error::Io {
+            w.diff_id().map_err(|e| kiln_snapshotter::Error::Io {
                 op: "hashing",
                 path: "the layer".into(),
                 source: std::io::Error::other(e),
-            })?;
-            kiln_snapshotter::Digest::parse(diff_id.as_str())
+            })
         })?,
     };
     let layer = writer.finish()?;
-    if layer.diff_id.as_str() != committed.diff_id.as_str() {
+    if layer.diff_id != committed.diff_id {
         return Err(Error::Layer {
             digest: layer.digest.to_string(),
             source: std::io::Error::other(format!(

@@ -7,7 +7,7 @@ use super::GcResult;
 use super::records::read_records;
 use super::roots::mounted_chains;
 use super::snapshots::{parent_of, read_quietly, remove_snapshot, scan};
-use crate::chain::{ChainId, DiffId, Digest};
+use crate::chain::ChainId;
 use kiln_oci::Store;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -132,13 +132,13 @@ fn check_one(
         read_quietly(&dir.join(name)).map_err(|e| format!("its {name} file is unreadable: {e}"))
     };
     let diff_text = read("diffid")?;
-    let diff_id = DiffId::parse(diff_text.trim())
+    let diff_id = crate::chain::parse(diff_text.trim())
         .map_err(|_| format!("its diffid file holds {:?}, not a digest", diff_text.trim()))?;
     let parent_text = read("parent")?;
     let parent = match parent_text.trim() {
         "" => None,
         text => Some(
-            ChainId::parse(text)
+            crate::chain::parse(text)
                 .map_err(|_| format!("its parent file holds {text:?}, not a chain id"))?,
         ),
     };
@@ -147,7 +147,7 @@ fn check_one(
     {
         return Err(format!("its parent snapshot {parent} is missing"));
     }
-    let expected = Digest::chain(parent.as_ref(), &diff_id);
+    let expected = crate::chain::chain_id(parent.as_ref(), &diff_id);
     if &expected != chain {
         return Err(format!(
             "its parent and diffid give chain id {expected}, not its name (diffid {diff_id})"

@@ -64,10 +64,10 @@ impl RecordRefs {
                 let bad = |e: &dyn std::fmt::Display| format!("field {field:?}: {e}");
                 if field.contains("chain") {
                     self.chains
-                        .insert(ChainId::parse(text).map_err(|e| bad(&e))?);
+                        .insert(crate::chain::parse(text).map_err(|e| bad(&e))?);
                 } else if field.contains("diff") {
                     self.diff_ids
-                        .insert(DiffId::parse(text).map_err(|e| bad(&e))?);
+                        .insert(crate::chain::parse(text).map_err(|e| bad(&e))?);
                 } else if ["layer", "blob", "digest", "manifest"]
                     .iter()
                     .any(|k| field.contains(k))

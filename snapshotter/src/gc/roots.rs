@@ -4,7 +4,7 @@
 
 use super::GcResult;
 use super::records::read_records;
-use crate::chain::{ChainId, DiffId, chain_ids};
+use crate::chain::{ChainId, chain_ids};
 use kiln_oci::store::mountinfo;
 use kiln_oci::{Image, Store};
 use std::collections::BTreeSet;
@@ -61,7 +61,7 @@ fn leased_chains(store: &Store) -> GcResult<BTreeSet<ChainId>> {
     Ok(store
         .live_leases()?
         .iter()
-        .filter_map(|name| ChainId::parse(name).ok())
+        .filter_map(|name| crate::chain::parse(name).ok())
         .collect())
 }
 
@@ -69,7 +69,7 @@ fn image_chain_ids(image: &Image) -> kiln_oci::Result<Vec<ChainId>> {
     let diff_ids = image
         .diff_ids()?
         .iter()
-        .map(|d| DiffId::parse(d.as_str()))
+        .map(|d| crate::chain::parse(d.as_str()))
         .collect::<crate::Result<Vec<_>>>()
         .map_err(|e| kiln_oci::Error::InvalidImage {
             image: image.id.to_string(),
@@ -205,7 +205,7 @@ fn snapshot_of(snapshots: &Path, path: &Path) -> Option<ChainId> {
     let rest = path.strip_prefix(snapshots).ok()?;
     let mut parts = rest.components();
     let hex = parts.next()?.as_os_str().to_str()?;
-    ChainId::parse(&format!("sha256:{hex}")).ok()
+    crate::chain::parse(&format!("sha256:{hex}")).ok()
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ pub(super) fn scan(snapshots_dir: &Path) -> GcResult<(BTreeMap<ChainId, PathBuf>
         if name.starts_with('.') {
             continue;
         }
-        match ChainId::parse(&format!("sha256:{name}")) {
+        match crate::chain::parse(&format!("sha256:{name}")) {
             Ok(chain) if chain.hex() == name => {
                 snapshots.insert(chain, entry.path());
             }
@@ -51,7 +51,7 @@ pub(super) fn scan(snapshots_dir: &Path) -> GcResult<(BTreeMap<ChainId, PathBuf>
 /// reports those).
 pub(super) fn parent_of(dir: &Path) -> Option<ChainId> {
     let text = read_quietly(&dir.join("parent")).ok()?;
-    ChainId::parse(text.trim()).ok()
+    crate::chain::parse(text.trim()).ok()
 }
 
 /// Reads a small metadata file without updating its access time where the kernel allows it:

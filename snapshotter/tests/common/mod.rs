@@ -386,8 +386,7 @@ pub fn walk_paths(dir: &Path) -> Vec<std::path::PathBuf> {
 
 /// The diff-id of an uncompressed layer.
 pub fn diff_id(tar: &[u8]) -> kiln_snapshotter::DiffId {
-    use sha2::Digest as _;
-    kiln_snapshotter::Digest::from_sha256(&sha2::Sha256::digest(tar))
+    kiln_snapshotter::Digest::of(tar)
 }
 
 /// The entry names of a tar, in order.
