@@ -11,8 +11,6 @@ use std::path::PathBuf;
 /// One `kiln build`.
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
-    /// The store (`--root`).
-    pub store_root: PathBuf,
     /// The context directory (a context given as a tar on stdin is unpacked to a temp dir first).
     pub context: PathBuf,
     /// The Dockerfile's path, when it has one: its `<name>.dockerignore` beside it wins.

@@ -30,11 +30,15 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
-/// Builds the image `request` describes, reporting progress to `events`.
+/// Builds the image `request` describes into `store`, reporting progress to `events`.
 ///
 /// The process must be able to start the sandbox: it re-executes its own binary, whose `main`
 /// calls [`kiln_runner::helper_main_if_requested`] first.
-pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildOutcome> {
+pub fn build(
+    store: &Store,
+    request: &BuildRequest,
+    events: &dyn EventSink,
+) -> Result<BuildOutcome> {
     let render = |e: kiln_grammar::Error| {
         Error::Dockerfile(e.render(&request.dockerfile_name, &request.dockerfile))
     };
@@ -78,11 +82,10 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildOutc
         })
         .collect::<Result<Vec<_>>>()?;
 
-    let store = Store::open(&request.store_root)?;
-    crate::stage::add_trigger_deps(&dockerfile, &request.plan, &mut plan, &store)?;
+    crate::stage::add_trigger_deps(&dockerfile, &request.plan, &mut plan, store)?;
     // RUN steps in the live root are diffed against flattened chains, which copies keep.
     let snapshotter = Snapshotter::with_options(
-        &request.store_root,
+        store.root(),
         SnapshotterOptions {
             force_copy: request.isolation == Isolation::None,
             ..SnapshotterOptions::default()
@@ -103,9 +106,9 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildOutc
     let ctx = BuildCtx {
         request,
         plan: &plan,
-        store: &store,
+        store,
         snapshotter: &snapshotter,
-        cache: Cache::new(&store),
+        cache: Cache::new(store),
         remote,
         events,
         lexer: Lexer::new(plan.escape),
@@ -116,7 +119,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildOutc
         clamp_mtime,
         context: Mutex::new(None),
         explain: crate::explain::Explainer::new(
-            &request.store_root,
+            store.root(),
             build_identity(request, &plan, &tags),
         ),
         registry: crate::pull::Registry::new(request.registry.clone()),

@@ -108,8 +108,8 @@ impl BuildCtx<'_> {
         let name = CacheKey::new("context")
             .instruction(&dir.to_string_lossy())
             .finish();
-        self.request
-            .store_root
+        self.store
+            .root()
             .join("context-digests")
             .join(name.trim_start_matches("sha256:"))
     }

@@ -165,7 +165,6 @@ impl Fixture {
 
     fn request(&self, dockerfile: &str) -> BuildRequest {
         BuildRequest {
-            store_root: self.store_root.clone(),
             context: self.context.clone(),
             dockerfile_path: None,
             dockerfile_name: "Dockerfile".into(),
@@ -189,7 +188,7 @@ impl Fixture {
 
     fn build(&self, request: &BuildRequest) -> (Result<BuildOutcome, Error>, Vec<Event>) {
         let recorder = Recorder::default();
-        let result = kiln_builder::build(request, &recorder);
+        let result = kiln_builder::build(&self.store(), request, &recorder);
         (result, recorder.events())
     }
 

@@ -310,14 +310,10 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> CliResult<ExitCode> {
         platform,
     };
 
-    // Swept before the solver opens the store itself: the sweep skips when another user of the
-    // store is alive, and the solver's handle would count as one.
     let store = open_store(root, Access::Write)?;
-    let store_root = store.root().to_path_buf();
     let context = context::prepare(&store, &args.context, args.file.as_deref())?;
     let isolation = isolation.finish()?;
     let request = BuildRequest {
-        store_root,
         context: context.dir.clone(),
         dockerfile_path: context.dockerfile_path.clone(),
         dockerfile_name: context.dockerfile.name.clone(),
@@ -412,7 +408,7 @@ fn build_and_export(
     outputs: &[Output],
     progress: &Progress,
 ) -> CliResult<(BuildOutcome, Image)> {
-    let outcome = kiln_builder::build(request, progress as &dyn EventSink)?;
+    let outcome = kiln_builder::build(store, request, progress as &dyn EventSink)?;
     let image = store.find_image(&outcome.image_id)?;
     progress.step("exporting to image").run(|step| {
         step.log(format!("writing image {} done", outcome.image_id));
