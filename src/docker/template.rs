@@ -1023,98 +1023,71 @@ mod tests {
         })
     }
 
+    /// Renders each template over [`image`], checking it gives its expected text.
+    #[track_caller]
+    fn assert_renders(cases: &[(&str, &str)]) {
+        let data = image();
+        for &(template, want) in cases {
+            assert_eq!(render(template, &data).as_deref(), Ok(want), "{template:?}");
+        }
+    }
+
     #[test]
     fn fields_print_as_go_prints_them() {
-        let data = image();
-        assert_eq!(render("{{.Id}}", &data).unwrap(), "sha256:abc");
-        assert_eq!(render("{{.Config.Env}}", &data).unwrap(), "[PATH=/bin A=1]");
-        assert_eq!(render("{{.Config.Labels}}", &data).unwrap(), "map[a:1 b:2]");
-        assert_eq!(render("{{.RepoDigests}}", &data).unwrap(), "[]");
-        assert_eq!(render("{{.Config.Cmd}}", &data).unwrap(), "<nil>");
-        assert_eq!(render("{{.Size}}", &data).unwrap(), "1234");
-        assert_eq!(
-            render("id={{.Id}} tags={{.RepoTags}}\n", &data).unwrap(),
-            "id=sha256:abc tags=[app:1 app:latest]\n"
-        );
+        assert_renders(&[
+            ("{{.Id}}", "sha256:abc"),
+            ("{{.Config.Env}}", "[PATH=/bin A=1]"),
+            ("{{.Config.Labels}}", "map[a:1 b:2]"),
+            ("{{.RepoDigests}}", "[]"),
+            ("{{.Config.Cmd}}", "<nil>"),
+            ("{{.Size}}", "1234"),
+            (
+                "id={{.Id}} tags={{.RepoTags}}\n",
+                "id=sha256:abc tags=[app:1 app:latest]\n",
+            ),
+        ]);
     }
 
     #[test]
     fn functions_and_pipelines() {
+        assert_renders(&[
+            ("{{index .RepoTags 0}}", "app:1"),
+            ("{{index .Config.Labels \"b\"}}", "2"),
+            ("{{json .Config.Env}}", r#"["PATH=/bin","A=1"]"#),
+            ("{{.Config.Env | json}}", r#"["PATH=/bin","A=1"]"#),
+            ("{{join .RepoTags \",\"}}", "app:1,app:latest"),
+            ("{{len .RepoTags}}", "2"),
+            ("{{upper (index .RepoTags 1)}}", "APP:LATEST"),
+            ("{{printf \"%s-%d\" .Id .Size}}", "sha256:abc-1234"),
+        ]);
         let data = image();
-        assert_eq!(render("{{index .RepoTags 0}}", &data).unwrap(), "app:1");
-        assert_eq!(
-            render("{{index .Config.Labels \"b\"}}", &data).unwrap(),
-            "2"
-        );
-        assert_eq!(
-            render("{{json .Config.Env}}", &data).unwrap(),
-            r#"["PATH=/bin","A=1"]"#
-        );
-        assert_eq!(
-            render("{{.Config.Env | json}}", &data).unwrap(),
-            r#"["PATH=/bin","A=1"]"#
-        );
-        assert_eq!(
-            render("{{join .RepoTags \",\"}}", &data).unwrap(),
-            "app:1,app:latest"
-        );
-        assert_eq!(render("{{len .RepoTags}}", &data).unwrap(), "2");
-        assert_eq!(
-            render("{{upper (index .RepoTags 1)}}", &data).unwrap(),
-            "APP:LATEST"
-        );
-        assert_eq!(
-            render("{{printf \"%s-%d\" .Id .Size}}", &data).unwrap(),
-            "sha256:abc-1234"
-        );
         let all: Value = serde_json::from_str(&render("{{json .}}", &data).unwrap()).unwrap();
         assert_eq!(all, data);
     }
 
     #[test]
     fn control_structures() {
-        let data = image();
-        assert_eq!(
-            render("{{range .RepoTags}}{{.}} {{end}}", &data).unwrap(),
-            "app:1 app:latest "
-        );
-        assert_eq!(
-            render(
+        assert_renders(&[
+            ("{{range .RepoTags}}{{.}} {{end}}", "app:1 app:latest "),
+            (
                 "{{range $k, $v := .Config.Labels}}{{$k}}={{$v}};{{end}}",
-                &data
-            )
-            .unwrap(),
-            "a=1;b=2;"
-        );
-        assert_eq!(
-            render("{{range .RepoDigests}}x{{else}}none{{end}}", &data).unwrap(),
-            "none"
-        );
-        assert_eq!(
-            render("{{if .Config.Cmd}}cmd{{else}}no cmd{{end}}", &data).unwrap(),
-            "no cmd"
-        );
-        assert_eq!(
-            render("{{with .Config}}{{index .Env 1}}{{end}}", &data).unwrap(),
-            "A=1"
-        );
-        assert_eq!(
-            render("{{if eq .Size 1234}}big{{end}}", &data).unwrap(),
-            "big"
-        );
-        assert_eq!(
-            render("a  {{- .Size -}}  b{{/* note */}}", &data).unwrap(),
-            "a1234b"
-        );
-        assert_eq!(
-            render("{{range .RepoTags}}{{$.Id}} {{end}}", &data).unwrap(),
-            "sha256:abc sha256:abc "
-        );
-        assert_eq!(
-            render("{{with $c := .Config}}{{index $c.Env 0}}{{end}}", &data).unwrap(),
-            "PATH=/bin"
-        );
-        assert_eq!(render("{{index .Id 1}}", &data).unwrap(), "104");
+                "a=1;b=2;",
+            ),
+            ("{{range .RepoDigests}}x{{else}}none{{end}}", "none"),
+            ("{{if .Config.Cmd}}cmd{{else}}no cmd{{end}}", "no cmd"),
+            ("{{with .Config}}{{index .Env 1}}{{end}}", "A=1"),
+            ("{{if eq .Size 1234}}big{{end}}", "big"),
+            ("a  {{- .Size -}}  b{{/* note */}}", "a1234b"),
+            (
+                "{{range .RepoTags}}{{$.Id}} {{end}}",
+                "sha256:abc sha256:abc ",
+            ),
+            (
+                "{{with $c := .Config}}{{index $c.Env 0}}{{end}}",
+                "PATH=/bin",
+            ),
+            ("{{index .Id 1}}", "104"),
+        ]);
     }
 
     #[test]
@@ -1157,26 +1130,31 @@ mod tests {
     #[test]
     fn errors_are_worded_as_go_words_them() {
         let data = image();
-        assert_eq!(
-            render("{{.Nope}}", &data).unwrap_err(),
-            r#"template: :1:2: executing "" at <.Nope>: map has no entry for key "Nope""#
-        );
-        assert_eq!(
-            render("x\n {{.Config.Nope}}", &data).unwrap_err(),
-            r#"template: :2:3: executing "" at <.Config.Nope>: map has no entry for key "Nope""#
-        );
-        assert_eq!(
-            render("{{.Id", &data).unwrap_err(),
-            "template: :1: unclosed action"
-        );
-        assert_eq!(
-            render("{{frob .Id}}", &data).unwrap_err(),
-            r#"template: :1: function "frob" not defined"#
-        );
-        assert_eq!(
-            render("{{index .RepoTags 5}}", &data).unwrap_err(),
-            r#"template: :1:2: executing "" at <index .RepoTags 5>: error calling index: index out of range: 5"#
-        );
+        for (template, want) in [
+            (
+                "{{.Nope}}",
+                r#"template: :1:2: executing "" at <.Nope>: map has no entry for key "Nope""#,
+            ),
+            (
+                "x\n {{.Config.Nope}}",
+                r#"template: :2:3: executing "" at <.Config.Nope>: map has no entry for key "Nope""#,
+            ),
+            ("{{.Id", "template: :1: unclosed action"),
+            (
+                "{{frob .Id}}",
+                r#"template: :1: function "frob" not defined"#,
+            ),
+            (
+                "{{index .RepoTags 5}}",
+                r#"template: :1:2: executing "" at <index .RepoTags 5>: error calling index: index out of range: 5"#,
+            ),
+        ] {
+            assert_eq!(
+                render(template, &data).as_ref().map_err(String::as_str),
+                Err(want),
+                "{template:?}"
+            );
+        }
         assert!(render("{{if .Id}}x", &data).is_err());
     }
 }
