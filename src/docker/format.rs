@@ -473,11 +473,15 @@ mod tests {
 
     #[test]
     fn image_references_match_as_go_path_match() {
-        assert!(glob("app*", "app"));
-        assert!(glob("app:*", "app:1"));
-        assert!(glob("*/app", "registry/app"));
-        assert!(!glob("*", "registry/app"));
-        assert!(glob("a?p", "app"));
+        for (pattern, text, want) in [
+            ("app*", "app", true),
+            ("app:*", "app:1", true),
+            ("*/app", "registry/app", true),
+            ("*", "registry/app", false),
+            ("a?p", "app", true),
+        ] {
+            assert_eq!(glob(pattern, text), want, "{pattern:?} against {text:?}");
+        }
     }
 
     #[test]
