@@ -971,52 +971,24 @@ mod tests {
         let bad = Digest::of(b"not what the server sends");
         assert!(client.blob_exists(&reference("r"), &good).unwrap());
         assert!(!client.blob_exists(&reference("q"), &good).unwrap());
-        let status = client
-            .fetch_blob(
-                &reference("r"),
-                &good,
-                BLOB.len() as u64,
-                &store,
-                &NoProgress,
-            )
-            .unwrap();
-        assert_eq!(status, BlobStatus::Pulled);
+        let fetch = |digest: &Digest, size: u64, store: &Store| {
+            client.fetch_blob(&reference("r"), digest, size, store, &NoProgress)
+        };
+        let size = BLOB.len() as u64;
+        assert_eq!(fetch(&good, size, &store).unwrap(), BlobStatus::Pulled);
         assert_eq!(store.read_blob(&good, None).unwrap(), BLOB);
-        let again = client
-            .fetch_blob(
-                &reference("r"),
-                &good,
-                BLOB.len() as u64,
-                &store,
-                &NoProgress,
-            )
-            .unwrap();
-        assert_eq!(again, BlobStatus::AlreadyInStore);
-        let err = client
-            .fetch_blob(
-                &reference("r"),
-                &bad,
-                BLOB.len() as u64,
-                &store,
-                &NoProgress,
-            )
-            .unwrap_err()
-            .to_string();
+        assert_eq!(
+            fetch(&good, size, &store).unwrap(),
+            BlobStatus::AlreadyInStore
+        );
+        let err = fetch(&bad, size, &store).unwrap_err().to_string();
         assert!(
             err.contains(&format!("blob {bad}")) && err.contains("digest"),
             "{err}"
         );
         assert!(!store.has_blob(&bad));
-        let err = client
-            .fetch_blob(
-                &reference("r"),
-                &good,
-                3,
-                &Store::open(dir.path().join("s2")).unwrap(),
-                &NoProgress,
-            )
-            .unwrap_err()
-            .to_string();
+        let other_store = Store::open(dir.path().join("s2")).unwrap();
+        let err = fetch(&good, 3, &other_store).unwrap_err().to_string();
         assert!(err.contains("longer than the 3 bytes"), "{err}");
     }
 
