@@ -70,6 +70,25 @@ impl Env {
         self.ok(root, &["import", tar.to_str().unwrap(), name]);
     }
 
+    /// Imports the busybox rootfs as `base:1` into the store `a` and saves it as an OCI
+    /// archive; returns the archive's path.
+    fn base_archive(&self) -> PathBuf {
+        self.import("a", "base:1");
+        let archive = self.path("base.tar");
+        self.ok(
+            "a",
+            &[
+                "save",
+                "--format",
+                "oci",
+                "-o",
+                archive.to_str().unwrap(),
+                "base:1",
+            ],
+        );
+        archive
+    }
+
     fn inspect(&self, root: &str, name: &str) -> serde_json::Value {
         let text = self.ok(root, &["inspect", name]);
         let mut all: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
@@ -87,6 +106,17 @@ impl Env {
             .map(|d| d.count())
             .unwrap_or(0)
     }
+}
+
+/// The [`Env`] and a registry a scenario runs against (`auth`: behind basic auth), after
+/// checking for skopeo when the scenario uses it; `None` (skip) when something is missing.
+fn scenario(auth: bool, skopeo: bool) -> Option<(Env, Registry)> {
+    let env = Env::new()?;
+    if skopeo && !require(have_tool("skopeo"), "skopeo") {
+        return None;
+    }
+    let registry = Registry::start(auth)?;
+    Some((env, registry))
 }
 
 fn skopeo(args: &[&str]) -> String {
@@ -125,11 +155,7 @@ fn native_arch() -> &'static str {
 
 #[test]
 fn push_gives_the_registry_the_store_s_exact_bytes() {
-    let Some(env) = Env::new() else { return };
-    if !require(have_tool("skopeo"), "skopeo") {
-        return;
-    }
-    let Some(registry) = Registry::start(false) else {
+    let Some((env, registry)) = scenario(false, true) else {
         return;
     };
     let name = format!("{}/x:1", registry.host());
@@ -187,26 +213,10 @@ fn push_gives_the_registry_the_store_s_exact_bytes() {
 
 #[test]
 fn pull_fetches_what_skopeo_pushed_and_only_what_is_missing() {
-    let Some(env) = Env::new() else { return };
-    if !require(have_tool("skopeo"), "skopeo") {
-        return;
-    }
-    let Some(registry) = Registry::start(false) else {
+    let Some((env, registry)) = scenario(false, true) else {
         return;
     };
-    env.import("a", "base:1");
-    let archive = env.path("base.tar");
-    env.ok(
-        "a",
-        &[
-            "save",
-            "--format",
-            "oci",
-            "-o",
-            archive.to_str().unwrap(),
-            "base:1",
-        ],
-    );
+    let archive = env.base_archive();
     let name = format!("{}/base:1", registry.host());
     skopeo(&[
         "copy",
@@ -309,8 +319,7 @@ fn pull_fetches_what_skopeo_pushed_and_only_what_is_missing() {
 
 #[test]
 fn docker_hub_names_are_pulled_through_a_mirror() {
-    let Some(env) = Env::new() else { return };
-    let Some(mirror) = Registry::start(false) else {
+    let Some((env, mirror)) = scenario(false, false) else {
         return;
     };
     // The mirror holds library/alpine, as a pull-through cache of Docker Hub would.
@@ -331,12 +340,13 @@ fn docker_hub_names_are_pulled_through_a_mirror() {
     );
     let id = env.inspect("a", &on_mirror)["Id"].clone();
     // Tagged under the full name, found by the short one as well.
-    assert_eq!(
-        env.inspect("b", "docker.io/library/alpine:latest")["Id"],
-        id
-    );
-    assert_eq!(env.inspect("b", "alpine")["Id"], id);
-    assert_eq!(env.inspect("b", "library/alpine:latest")["Id"], id);
+    for reference in [
+        "docker.io/library/alpine:latest",
+        "alpine",
+        "library/alpine:latest",
+    ] {
+        assert_eq!(env.inspect("b", reference)["Id"], id, "{reference}");
+    }
     let images = env.ok("b", &["images"]);
     assert!(images.contains("docker.io/library/alpine"), "{images}");
 }
@@ -344,19 +354,7 @@ fn docker_hub_names_are_pulled_through_a_mirror() {
 /// An OCI layout at `dir` whose tag `multi` is an index of the busybox image for this machine
 /// and the same layers with `other_arch` in its config.
 fn multi_platform_layout(env: &Env, dir: &Path, other_arch: &str) -> (String, String) {
-    env.import("a", "base:1");
-    let archive = env.path("base.tar");
-    env.ok(
-        "a",
-        &[
-            "save",
-            "--format",
-            "oci",
-            "-o",
-            archive.to_str().unwrap(),
-            "base:1",
-        ],
-    );
+    let archive = env.base_archive();
     std::fs::create_dir_all(dir).unwrap();
     let status = Command::new("tar")
         .arg("-xf")
@@ -419,11 +417,7 @@ fn multi_platform_layout(env: &Env, dir: &Path, other_arch: &str) -> (String, St
 
 #[test]
 fn a_multi_platform_image_is_pulled_for_the_platform_asked() {
-    let Some(env) = Env::new() else { return };
-    if !require(have_tool("skopeo"), "skopeo") {
-        return;
-    }
-    let Some(registry) = Registry::start(false) else {
+    let Some((env, registry)) = scenario(false, true) else {
         return;
     };
     let other_arch = if native_arch() == "arm64" {
@@ -468,8 +462,7 @@ fn a_multi_platform_image_is_pulled_for_the_platform_asked() {
 
 #[test]
 fn login_and_logout_with_basic_auth() {
-    let Some(env) = Env::new() else { return };
-    let Some(registry) = Registry::start(true) else {
+    let Some((env, registry)) = scenario(true, false) else {
         return;
     };
     let host = registry.host();
@@ -538,8 +531,7 @@ esac
 #[test]
 fn login_uses_the_configured_credential_store() {
     use std::os::unix::fs::PermissionsExt;
-    let Some(env) = Env::new() else { return };
-    let Some(registry) = Registry::start(true) else {
+    let Some((env, registry)) = scenario(true, false) else {
         return;
     };
     let host = registry.host();
@@ -597,8 +589,7 @@ fn login_uses_the_configured_credential_store() {
 
 #[test]
 fn a_tampered_blob_is_refused_and_nothing_is_stored() {
-    let Some(env) = Env::new() else { return };
-    let Some(registry) = Registry::start(false) else {
+    let Some((env, registry)) = scenario(false, false) else {
         return;
     };
     let name = format!("{}/t:1", registry.host());
@@ -739,8 +730,7 @@ fn hostile_registry_answers_are_clear_errors_and_store_nothing() {
 
 #[test]
 fn build_cache_travels_through_the_registry() {
-    let Some(env) = Env::new() else { return };
-    let Some(registry) = Registry::start(false) else {
+    let Some((env, registry)) = scenario(false, false) else {
         return;
     };
     // Both stores take the base from the registry, so its image id is the same in both.
@@ -807,8 +797,7 @@ fn build_cache_travels_through_the_registry() {
 
 #[test]
 fn run_pulls_an_image_it_does_not_have() {
-    let Some(env) = Env::new() else { return };
-    let Some(registry) = Registry::start(false) else {
+    let Some((env, registry)) = scenario(false, false) else {
         return;
     };
     let name = format!("{}/tools:1", registry.host());
