@@ -389,11 +389,12 @@ impl Writer {
         if let Content::Source(src) = content {
             // After the owner (chown drops file capabilities), before a read-only mode.
             let attrs = fd_xattrs(src.file.as_fd()).map_err(|e| Error::io(src.path, e))?;
-            self.set_xattrs(attrs, rel, |key, value| {
+            let set_any = self.set_xattrs(attrs, rel, |key, value| {
                 rustix::fs::fsetxattr(&out, key, value, rustix::fs::XattrFlags::empty())
                     .map_err(io::Error::from)
             })?;
-            if !mode_given {
+            // An access ACL sets the mode bits as it is set: the mode is set again after it.
+            if !mode_given || set_any {
                 rustix::fs::fchmod(&out, Mode::from_raw_mode(mode))
                     .map_err(|e| self.err(rel, "setting mode", e))?;
             }
@@ -436,17 +437,19 @@ impl Writer {
         };
         let attrs = list_xattrs(src).map_err(|e| Error::io(src, e))?;
         let target = fd_path(dir, name);
-        self.set_xattrs(attrs, rel, |key, value| set_xattr(&target, key, value))
+        self.set_xattrs(attrs, rel, |key, value| set_xattr(&target, key, value))?;
+        Ok(())
     }
 
     /// Sets `attrs` (as listed from a source) with `set`, leaving out and skipping what
-    /// [`Writer::copy_xattrs`] says.
+    /// [`Writer::copy_xattrs`] says. Returns whether any was set.
     fn set_xattrs(
         &self,
         attrs: Vec<(OsString, Vec<u8>)>,
         rel: &RelPath,
         set: impl Fn(&OsStr, &[u8]) -> io::Result<()>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let mut set_any = false;
         for (key, value) in attrs {
             if is_overlay_internal(key.as_bytes()) {
                 continue;
@@ -458,8 +461,9 @@ impl Writer {
                     _ => return Err(self.err(rel, "setting extended attribute", e)),
                 }
             }
+            set_any = true;
         }
-        Ok(())
+        Ok(set_any)
     }
 
     fn mkdir(&self, dir: BorrowedFd<'_>, name: &OsStr, rel: &RelPath) -> Result<()> {
@@ -806,7 +810,8 @@ impl Creation {
     /// `mode` itself where the umask takes nothing from it (the kernel then applies nothing
     /// else: set-id and sticky bits, which it may strip, are left to chmod, and a default ACL
     /// on the directory would replace the umask). It must leave the owner write access, which
-    /// copying the extended attributes of an unprivileged copy needs.
+    /// copying the extended attributes of an unprivileged copy needs. (Copying an access ACL
+    /// changes the mode again: the mode is then set after it all the same.)
     fn create_mode(&self, mode: u32, default_acl: bool) -> Option<u32> {
         (mode & !0o777 == 0 && mode & self.umask == 0 && mode & 0o200 != 0 && !default_acl)
             .then_some(mode)
@@ -995,6 +1000,59 @@ mod tests {
         assert_eq!(open.create_mode(0o777, false), Some(0o777));
     }
 
+    /// An ACL as its `system.posix_acl_*` attribute holds it: version 2, then each entry's
+    /// tag, permissions and id.
+    fn acl_xattr(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+        let mut value = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in entries {
+            value.extend(tag.to_le_bytes());
+            value.extend(perm.to_le_bytes());
+            value.extend(id.to_le_bytes());
+        }
+        value
+    }
+
+    /// A source's access ACL sets the mode bits when it is copied: a mode that `--chmod`
+    /// changed is still set after it, though the file was created with that mode.
+    #[test]
+    fn the_mode_is_set_after_an_access_acl_is_copied() {
+        let src = tempdir();
+        let source = src.path().join("f");
+        std::fs::write(&source, "x").unwrap_or_else(|e| panic!("{e}"));
+        // user::rw-, user:1234:rwx, group::r--, mask::rwx, other::r--: mode 0674.
+        let any = u32::MAX;
+        let value = acl_xattr(&[
+            (0x01, 6, any),
+            (0x02, 7, 1234),
+            (0x04, 4, any),
+            (0x10, 7, any),
+            (0x20, 4, any),
+        ]);
+        if let Err(e) = set_xattr(&source, OsStr::new("system.posix_acl_access"), &value) {
+            eprintln!("skipping: no ACLs here: {e}");
+            return;
+        }
+        assert_eq!(meta(&source).mode() & 0o7777, 0o674);
+        let dest = tempdir();
+        let sel = Selection {
+            items: vec![
+                file_item("a", &source, 0o644, (0, 0)),
+                file_item("b", &source, 0o644, (0, 0)),
+            ],
+            keep_owner: false,
+            chown: None,
+            chmod: None,
+        };
+        apply(&sel, dest.path(), dest.path()).unwrap_or_else(|e| panic!("{e}"));
+        for name in ["a", "b"] {
+            assert_eq!(
+                meta(&dest.path().join(name)).mode() & 0o7777,
+                0o644,
+                "{name}"
+            );
+        }
+    }
+
     fn file_item(dest: &str, source: &Path, mode: u32, (uid, gid): (u32, u32)) -> Item {
         Item {
             dest: dest.into(),
@@ -1043,13 +1101,12 @@ mod tests {
         }
         let acl = dest.path().join("acl");
         std::fs::create_dir(&acl).unwrap_or_else(|e| panic!("{e}"));
-        // A default ACL of user::r-x, group::r-x, other::--- (version 2, then tag, perm, id).
-        let mut value = 2u32.to_le_bytes().to_vec();
-        for (tag, perm) in [(0x01u16, 5u16), (0x04, 5), (0x20, 0)] {
-            value.extend(tag.to_le_bytes());
-            value.extend(perm.to_le_bytes());
-            value.extend(u32::MAX.to_le_bytes());
-        }
+        // A default ACL of user::r-x, group::r-x, other::---.
+        let value = acl_xattr(&[
+            (0x01, 5, u32::MAX),
+            (0x04, 5, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ]);
         match set_xattr(&acl, OsStr::new("system.posix_acl_default"), &value) {
             Ok(()) => dirs.push("acl"),
             Err(e) => eprintln!("no default ACL test: {e}"),
