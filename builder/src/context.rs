@@ -302,9 +302,11 @@ impl Walked {
 
 /// The digest of the regular file at `path`, read, whose stat gave `key`.
 fn read_digest(path: &Path, key: MemoKey) -> Result<String> {
-    let digest = sha256_file(path)?;
-    // The file changed while it was read: its digest describes no single state of it.
-    let after = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let digest = sha256_read(&mut file, Some(key.size), path)?;
+    // The file changed while it was read: its digest describes no single state of it. Asked of
+    // the descriptor read (no second lookup of the path): the digest is of the file it is.
+    let after = file.metadata().map_err(|e| Error::io(path, e))?;
     if MemoKey::of(&after) != key {
         return Err(Error::ContextFileChanged(path.to_path_buf()));
     }
@@ -314,14 +316,40 @@ fn read_digest(path: &Path, key: MemoKey) -> Result<String> {
 /// `sha256:<hex>` of a file's content, streamed.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    sha256_read(&mut file, None, path)
+}
+
+/// The most read at once.
+const READ_CHUNK: u64 = 256 * 1024;
+
+/// The buffer for a file whose stat says it is empty (if it has content after all, it is
+/// short: such files are in `/proc`, not build contexts).
+const SMALL_CHUNK: u64 = 8 * 1024;
+
+/// `sha256:<hex>` of what `file` holds. With the `size` its stat gave, reading stops there
+/// rather than with one more call to find the end, and the buffer is no larger than the file
+/// (a context is mostly small files: zeroing a full chunk for each costs more than reading
+/// them). A file that is longer or shorter than its stat said is the caller's to find by a
+/// stat afterwards. A size of 0 is read to the end, as some files say 0 and have content.
+fn sha256_read(file: &mut File, size: Option<u64>, path: &Path) -> Result<String> {
+    let known = size.filter(|&s| s > 0);
+    let cap = match size {
+        None => READ_CHUNK,
+        Some(0) => SMALL_CHUNK,
+        Some(s) => s.min(READ_CHUNK),
+    };
+    let mut buf = vec![0u8; usize::try_from(cap).unwrap_or(8 * 1024)];
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
+    let mut done = 0u64;
+    while known.is_none_or(|s| done < s) {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        };
         hasher.update(&buf[..n]);
+        done += n as u64;
     }
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
 }
@@ -643,6 +671,36 @@ mod tests {
         ] {
             assert_eq!(parse_line(&bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn reading_stops_at_the_stat_size_and_a_change_is_caught() {
+        let dir = context_with(&[("f", "hello"), ("e", "")]);
+        let path = dir.path().join("f");
+        let digest_of = |size: Option<u64>| {
+            let mut file = File::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            sha256_read(&mut file, size, &path).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let bytes = |b: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(b)));
+        assert_eq!(digest_of(Some(5)), bytes(b"hello"));
+        assert_eq!(digest_of(None), bytes(b"hello"));
+        // Grew since its stat: what the stat said is read (the stat after tells).
+        assert_eq!(digest_of(Some(3)), bytes(b"hel"));
+        // Shrank since its stat: read to its end.
+        assert_eq!(digest_of(Some(500_000)), bytes(b"hello"));
+        // A size of 0 says nothing: read to its end.
+        assert_eq!(digest_of(Some(0)), bytes(b"hello"));
+
+        let key = |p: &Path| MemoKey::of(&std::fs::metadata(p).unwrap_or_else(|e| panic!("{e}")));
+        let before = key(&path);
+        assert_eq!(read_digest(&path, before).ok(), Some(bytes(b"hello")));
+        let empty = dir.path().join("e");
+        assert_eq!(read_digest(&empty, key(&empty)).ok(), Some(bytes(b"")));
+        std::fs::write(&path, "hello, world").unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            read_digest(&path, before),
+            Err(Error::ContextFileChanged(_))
+        ));
     }
 
     #[test]

@@ -13,13 +13,13 @@ use kiln_snapshotter::{
     list_xattrs, remove_all_at, set_xattr, type_at,
 };
 use rayon::prelude::*;
-use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 use std::collections::HashMap;
 use std::collections::HashSet;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -44,6 +44,9 @@ pub(super) fn apply(sel: &Selection, dest_root: &Path, users_root: &Path) -> Res
         canonical_root,
         chown,
         can_chown,
+        creation: std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| Creation::parse(&status)),
         links: HashMap::new(),
         dirs: Vec::new(),
         last_parent: None,
@@ -69,6 +72,9 @@ struct Writer {
     canonical_root: std::path::PathBuf,
     chown: Option<Owner>,
     can_chown: bool,
+    /// What a file this process creates gets unasked; None when unknown (`/proc` missing),
+    /// and every file then has its owner and mode set.
+    creation: Option<Creation>,
     /// Source (device, inode) of multiply-linked files already written → their destination.
     links: HashMap<(u64, u64), RelPath>,
     /// Directories whose mode and times are set once nothing more is written into them.
@@ -76,7 +82,7 @@ struct Writer {
     /// The directory the last file went into. Most files share their parent with the one
     /// before, and resolving it again from the root costs a lookup per path component. Only
     /// creating regular files keeps it: anything else may change what a path resolves to.
-    last_parent: Option<(RelPath, Arc<OwnedFd>)>,
+    last_parent: Option<(RelPath, Arc<ParentDir>)>,
     stats: CopyStats,
 }
 
@@ -137,8 +143,17 @@ impl Writer {
         let dir = self.parent_dir(&parent, parent_owner)?;
         let existing = type_at(dir.as_fd(), name).map_err(|e| self.err(&rel, "inspecting", e))?;
         let mode = item.final_mode(sel.chmod.as_ref());
-        let source_meta = match &item.source {
-            ItemSource::Path(p) => Some(std::fs::symlink_metadata(p).map_err(|e| Error::io(p, e))?),
+        // A file's source is opened once and described through that descriptor; other kinds
+        // are described by path (a symlink cannot be opened for reading).
+        let source = match (&item.kind, &item.source) {
+            (ItemKind::File, ItemSource::Path(p)) => Some(Source::open(p)?),
+            _ => None,
+        };
+        let source_meta = match (&item.kind, &item.source) {
+            (ItemKind::File, _) => None,
+            (_, ItemSource::Path(p)) => {
+                Some(std::fs::symlink_metadata(p).map_err(|e| Error::io(p, e))?)
+            }
             _ => None,
         };
         match &item.kind {
@@ -161,10 +176,10 @@ impl Writer {
                 self.stats.dirs += 1;
             }
             ItemKind::File => {
-                if let Some(meta) = &source_meta
-                    && meta.nlink() > 1
+                if let Some(src) = &source
+                    && src.stat.st_nlink > 1
                 {
-                    let key = (meta.dev(), meta.ino());
+                    let key = src.link_key();
                     if let Some(first) = self.links.get(&key).cloned() {
                         self.refuse_directory(existing, &rel)?;
                         if existing.is_some() {
@@ -180,13 +195,12 @@ impl Writer {
                     self.last_parent = None;
                 }
                 let file = PlainFile {
-                    item,
-                    dir: dir.as_fd(),
+                    content: Content::of(item, source.as_ref()),
+                    dir: &dir,
                     name,
                     rel: &rel,
                     owner: (uid, gid),
                     mode,
-                    source_meta: source_meta.as_ref(),
                 };
                 self.stats.bytes += self.write_file(&file)?.0;
                 self.stats.files += 1;
@@ -272,21 +286,20 @@ impl Writer {
                 let ItemSource::Path(path) = &item.source else {
                     return Ok(None);
                 };
-                let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
-                if meta.nlink() > 1 {
+                let source = Source::open(path)?;
+                if source.stat.st_nlink > 1 {
                     return Ok(None);
                 }
                 let Some((_, name)) = rel.split_last() else {
                     return Ok(None);
                 };
                 let file = PlainFile {
-                    item,
-                    dir: dir.as_fd(),
+                    content: Content::Source(&source),
+                    dir,
                     name,
                     rel,
                     owner: item.owner(sel, this.chown),
                     mode: item.final_mode(sel.chmod.as_ref()),
-                    source_meta: Some(&meta),
                 };
                 this.write_file(&file).map(Some)
             })
@@ -321,26 +334,33 @@ impl Writer {
     /// replaced. Takes `&self` only, so files can be written on several threads.
     fn write_file(&self, file: &PlainFile<'_>) -> Result<(u64, bool)> {
         let PlainFile {
-            item,
+            content,
             dir,
             name,
             rel,
-            owner: (uid, gid),
+            owner,
             mode,
-            source_meta,
         } = *file;
+        // Where the process's own creation already gives the file its owner or its mode, the
+        // fchown or fchmod would change nothing: see `Creation`.
+        let given = self.creation.zip(dir.probe);
+        let owner_given = given.is_some_and(|(c, p)| c.gives_owner(owner, p.gid));
+        let given_mode = given.and_then(|(c, p)| c.create_mode(mode, p.default_acl));
+        let mode_given = given_mode.is_some();
+        let create_mode = given_mode.unwrap_or(0o600);
         let create = || {
             rustix::fs::openat(
                 dir,
                 name,
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
+                Mode::from_raw_mode(create_mode),
             )
         };
         // Usually nothing is there: the exclusive create says so without a stat first.
         let (fd, replaced) = match create() {
             Err(Errno::EXIST) => {
-                let existing = type_at(dir, name).map_err(|e| self.err(rel, "inspecting", e))?;
+                let existing =
+                    type_at(dir.as_fd(), name).map_err(|e| self.err(rel, "inspecting", e))?;
                 self.refuse_directory(existing, rel)?;
                 rustix::fs::unlinkat(dir, name, AtFlags::empty())
                     .map_err(|e| self.err(rel, "replacing", e))?;
@@ -350,34 +370,39 @@ impl Writer {
         };
         let fd = fd.map_err(|e| self.err(rel, "creating file", e))?;
         let mut out = File::from(fd);
-        let bytes = match &item.source {
-            ItemSource::Path(p) => {
-                let from = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags_nofollow()
-                    .open(p)
-                    .map_err(|e| Error::io(p, e))?;
-                copy_contents(&from, &mut out).map_err(|e| self.err(rel, "writing", e))?
-            }
-            ItemSource::Inline(text) => {
+        let bytes = match content {
+            Content::Source(src) => copy_contents(&src.file, &mut out, src.size())
+                .map_err(|e| self.err(rel, "writing", e))?,
+            Content::Inline(text) => {
                 out.write_all(text.as_bytes())
                     .map_err(|e| self.err(rel, "writing", e))?;
                 text.len() as u64
             }
-            ItemSource::None => 0,
+            Content::Empty => 0,
         };
         // Owner before mode: chown clears set-id bits.
-        if self.can_chown {
+        if self.can_chown && !owner_given {
+            let (uid, gid) = owner;
             rustix::fs::fchown(&out, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
                 .map_err(|e| self.err(rel, "setting owner", e))?;
         }
-        // After the owner (chown drops file capabilities), before a read-only mode.
-        self.copy_xattrs(&item.source, dir, name, rel)?;
-        rustix::fs::fchmod(&out, Mode::from_raw_mode(mode))
-            .map_err(|e| self.err(rel, "setting mode", e))?;
-        if let Some(meta) = source_meta {
-            rustix::fs::futimens(&out, &times_of(meta))
+        if let Content::Source(src) = content {
+            // After the owner (chown drops file capabilities), before a read-only mode.
+            let attrs = fd_xattrs(src.file.as_fd()).map_err(|e| Error::io(src.path, e))?;
+            let set_any = self.set_xattrs(attrs, rel, |key, value| {
+                rustix::fs::fsetxattr(&out, key, value, rustix::fs::XattrFlags::empty())
+                    .map_err(io::Error::from)
+            })?;
+            // An access ACL sets the mode bits as it is set: the mode is set again after it.
+            if !mode_given || set_any {
+                rustix::fs::fchmod(&out, Mode::from_raw_mode(mode))
+                    .map_err(|e| self.err(rel, "setting mode", e))?;
+            }
+            rustix::fs::futimens(&out, &times_of_stat(&src.stat))
                 .map_err(|e| self.err(rel, "setting times", e))?;
+        } else if !mode_given {
+            rustix::fs::fchmod(&out, Mode::from_raw_mode(mode))
+                .map_err(|e| self.err(rel, "setting mode", e))?;
         }
         Ok((bytes, replaced))
     }
@@ -412,19 +437,33 @@ impl Writer {
         };
         let attrs = list_xattrs(src).map_err(|e| Error::io(src, e))?;
         let target = fd_path(dir, name);
+        self.set_xattrs(attrs, rel, |key, value| set_xattr(&target, key, value))?;
+        Ok(())
+    }
+
+    /// Sets `attrs` (as listed from a source) with `set`, leaving out and skipping what
+    /// [`Writer::copy_xattrs`] says. Returns whether any was set.
+    fn set_xattrs(
+        &self,
+        attrs: Vec<(OsString, Vec<u8>)>,
+        rel: &RelPath,
+        set: impl Fn(&OsStr, &[u8]) -> io::Result<()>,
+    ) -> Result<bool> {
+        let mut set_any = false;
         for (key, value) in attrs {
             if is_overlay_internal(key.as_bytes()) {
                 continue;
             }
-            if let Err(e) = set_xattr(&target, &key, &value) {
+            if let Err(e) = set(&key, &value) {
                 match Errno::from_io_error(&e) {
                     Some(Errno::NOTSUP) => continue,
                     Some(Errno::PERM) if !self.can_chown => continue,
                     _ => return Err(self.err(rel, "setting extended attribute", e)),
                 }
             }
+            set_any = true;
         }
-        Ok(())
+        Ok(set_any)
     }
 
     fn mkdir(&self, dir: BorrowedFd<'_>, name: &OsStr, rel: &RelPath) -> Result<()> {
@@ -474,15 +513,18 @@ impl Writer {
 
     /// The parent directory for an item: the last one when it is the same, else opened (and
     /// created where missing) with [`Writer::ensure_dirs`].
-    fn parent_dir(&mut self, rel: &RelPath, owner: (u32, u32)) -> Result<Arc<OwnedFd>> {
-        if let Some((last, fd)) = &self.last_parent
+    fn parent_dir(&mut self, rel: &RelPath, owner: (u32, u32)) -> Result<Arc<ParentDir>> {
+        if let Some((last, dir)) = &self.last_parent
             && last == rel
         {
-            return Ok(Arc::clone(fd));
+            return Ok(Arc::clone(dir));
         }
-        let fd = Arc::new(self.ensure_dirs(rel, owner)?);
-        self.last_parent = Some((rel.clone(), Arc::clone(&fd)));
-        Ok(fd)
+        let fd = self.ensure_dirs(rel, owner)?;
+        // Only worth asking when a file's owner and mode might then be left as created.
+        let probe = self.creation.and_then(|_| ParentDir::probe(fd.as_fd()));
+        let dir = Arc::new(ParentDir { fd, probe });
+        self.last_parent = Some((rel.clone(), Arc::clone(&dir)));
+        Ok(dir)
     }
 
     /// Open directory `rel`, creating missing components inside the root (0755, owned by
@@ -586,6 +628,21 @@ impl Writer {
     }
 }
 
+fn times_of_stat(stat: &Stat) -> Timestamps {
+    // The field types differ between architectures; the values are the kernel's timespecs.
+    #[allow(clippy::unnecessary_cast)]
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: stat.st_atime as i64,
+            tv_nsec: stat.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: stat.st_mtime as i64,
+            tv_nsec: stat.st_mtime_nsec as _,
+        },
+    }
+}
+
 fn times_of(meta: &std::fs::Metadata) -> Timestamps {
     Timestamps {
         last_access: Timespec {
@@ -612,33 +669,226 @@ impl NoFollow for std::fs::OpenOptions {
     }
 }
 
-/// One regular file to write: where, and with what owner, mode and times.
+/// One regular file to write: what goes in, where, and with what owner and mode.
 #[derive(Clone, Copy)]
 struct PlainFile<'a> {
-    item: &'a Item,
-    dir: BorrowedFd<'a>,
+    content: Content<'a>,
+    dir: &'a ParentDir,
     name: &'a OsStr,
     rel: &'a RelPath,
     owner: (u32, u32),
     mode: u32,
-    source_meta: Option<&'a std::fs::Metadata>,
 }
 
-/// Copies `from` into `out` in the kernel (sendfile until the end of the source), falling back
-/// to `io::copy` where the source cannot be spliced. `io::copy` alone would first probe both
-/// descriptors with two more stat calls per file.
-fn copy_contents(mut from: &File, out: &mut File) -> io::Result<u64> {
-    let mut total = 0u64;
-    loop {
-        match rustix::fs::sendfile(&*out, from, None, 1 << 30) {
-            Ok(0) => return Ok(total),
-            Ok(n) => total += n as u64,
-            Err(Errno::INTR) => {}
-            Err(Errno::INVAL | Errno::NOSYS) if total == 0 => break,
+/// What a regular file is made of.
+#[derive(Clone, Copy)]
+enum Content<'a> {
+    /// An opened source, whose times and extended attributes it takes too.
+    Source(&'a Source<'a>),
+    Inline(&'a str),
+    Empty,
+}
+
+impl<'a> Content<'a> {
+    /// The content of `item`, with `source` opened when it comes from a path.
+    fn of(item: &'a Item, source: Option<&'a Source<'a>>) -> Content<'a> {
+        match (source, &item.source) {
+            (Some(src), _) => Content::Source(src),
+            (None, ItemSource::Inline(text)) => Content::Inline(text),
+            (None, _) => Content::Empty,
+        }
+    }
+}
+
+/// A source file, opened once: its content, metadata and extended attributes are all taken
+/// through this descriptor, so its path is looked up once.
+struct Source<'p> {
+    path: &'p Path,
+    file: File,
+    stat: Stat,
+}
+
+impl<'p> Source<'p> {
+    fn open(path: &'p Path) -> Result<Source<'p>> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags_nofollow()
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let stat = rustix::fs::fstat(&file).map_err(|e| Error::io(path, e.into()))?;
+        Ok(Source { path, file, stat })
+    }
+
+    /// What identifies the source among hard links: (device, inode).
+    // Both are u64 here, narrower on some architectures.
+    #[allow(clippy::unnecessary_cast)]
+    fn link_key(&self) -> (u64, u64) {
+        (self.stat.st_dev as u64, self.stat.st_ino as u64)
+    }
+
+    fn size(&self) -> u64 {
+        u64::try_from(self.stat.st_size).unwrap_or(0)
+    }
+}
+
+/// A destination directory files are created in, with what decides the owner and mode they
+/// are created with.
+struct ParentDir {
+    fd: OwnedFd,
+    /// None when it could not be learnt: files then always get their owner and mode set.
+    probe: Option<DirProbe>,
+}
+
+#[derive(Clone, Copy)]
+struct DirProbe {
+    /// Its group: what a new file takes in place of the creator's where the directory is
+    /// set-group-ID (or the filesystem is mounted `grpid`).
+    gid: u32,
+    /// Whether it has a default ACL, which then replaces the umask for new files.
+    default_acl: bool,
+}
+
+impl ParentDir {
+    fn probe(fd: BorrowedFd<'_>) -> Option<DirProbe> {
+        let stat = rustix::fs::fstat(fd).ok()?;
+        // The descriptor is `O_PATH`, which attributes cannot be read through: asked through
+        // its `/proc` link (followed to the directory itself).
+        let default_acl = match rustix::fs::getxattr_query(
+            fd_path(fd, OsStr::new("")),
+            "system.posix_acl_default",
+        ) {
+            Ok(_) => true,
+            Err(Errno::NODATA | Errno::NOTSUP) => false,
+            Err(_) => return None,
+        };
+        Some(DirProbe {
+            gid: stat.st_gid,
+            default_acl,
+        })
+    }
+}
+
+impl AsFd for ParentDir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// What a file this process creates gets without being asked: its filesystem user and group
+/// (the owner of a new file) and the umask, as `/proc/self/status` gives them. Both are the
+/// same for every thread: nothing in this process changes them per thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Creation {
+    fsuid: u32,
+    fsgid: u32,
+    umask: u32,
+}
+
+impl Creation {
+    fn parse(status: &str) -> Option<Creation> {
+        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
+        // `Uid:` and `Gid:` list the real, effective, saved and filesystem ids.
+        let fs_id =
+            |name: &str| -> Option<u32> { field(name)?.split_whitespace().nth(3)?.parse().ok() };
+        Some(Creation {
+            fsuid: fs_id("Uid:")?,
+            fsgid: fs_id("Gid:")?,
+            umask: u32::from_str_radix(field("Umask:")?.trim(), 8).ok()?,
+        })
+    }
+
+    /// Whether a file created in a directory of group `dir_gid` is already owned by `owner`.
+    /// Its user is the creator's filesystem user; its group the creator's filesystem group, or
+    /// the directory's where the directory is set-group-ID or the mount is `grpid`: when both
+    /// are the same, either way gives it. (A chown of a file just created changes nothing else:
+    /// it has no set-id bits and no capability attribute yet.)
+    fn gives_owner(&self, owner: (u32, u32), dir_gid: u32) -> bool {
+        owner == (self.fsuid, self.fsgid) && dir_gid == self.fsgid
+    }
+
+    /// The mode to create a file with so that it ends with exactly `mode` without a chmod:
+    /// `mode` itself where the umask takes nothing from it (the kernel then applies nothing
+    /// else: set-id and sticky bits, which it may strip, are left to chmod, and a default ACL
+    /// on the directory would replace the umask). It must leave the owner write access, which
+    /// copying the extended attributes of an unprivileged copy needs. (Copying an access ACL
+    /// changes the mode again: the mode is then set after it all the same.)
+    fn create_mode(&self, mode: u32, default_acl: bool) -> Option<u32> {
+        (mode & !0o777 == 0 && mode & self.umask == 0 && mode & 0o200 != 0 && !default_acl)
+            .then_some(mode)
+    }
+}
+
+/// All extended attributes of an open file (sorted by name), as the snapshotter's `list_xattrs`
+/// gives them for a path. Filesystems without xattr support simply have none.
+fn fd_xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+    let names = match read_sized(|buf| rustix::fs::flistxattr(fd, buf)) {
+        Ok(n) => n,
+        Err(Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let name = OsStr::from_bytes(name);
+        match read_sized(|buf| rustix::fs::fgetxattr(fd, name, buf)) {
+            Ok(value) => out.push((name.to_owned(), value)),
+            // Removed since it was listed.
+            Err(Errno::NODATA | Errno::NOTSUP) => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    io::copy(&mut from, out)
+    out.sort();
+    Ok(out)
+}
+
+/// Calls a size-returning xattr function with a growing buffer until the value fits (a value
+/// can grow between calls, so ERANGE is retried).
+fn read_sized(
+    mut f: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+) -> rustix::io::Result<Vec<u8>> {
+    let mut cap = 256;
+    loop {
+        let mut buf = vec![0u8; cap];
+        match f(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            // XATTR_SIZE_MAX is 64 KiB; values or name lists beyond that cannot exist.
+            Err(Errno::RANGE) if cap < (1 << 20) => cap *= 4,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Copies `size` bytes (what the source's stat said) of `from` into `out` in the kernel,
+/// falling back to `io::copy` where the source cannot be spliced. Stopping at `size` saves the
+/// call that would only find the end; a source that shrank stops at its end, one that grew
+/// is copied as it was stat-ed. A `size` of 0 is copied to its end: some files (in `/proc`)
+/// say 0 and have content. `io::copy` alone would first probe both descriptors with two more
+/// stat calls per file.
+fn copy_contents(mut from: &File, out: &mut File, size: u64) -> io::Result<u64> {
+    let mut total = 0u64;
+    while size == 0 || total < size {
+        let want = if size == 0 {
+            1 << 30
+        } else {
+            (size - total).min(1 << 30)
+        };
+        match rustix::fs::sendfile(&*out, from, None, want as usize) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            Err(Errno::INTR) => {}
+            Err(Errno::INVAL | Errno::NOSYS) if total == 0 => {
+                return if size == 0 {
+                    io::copy(&mut from, out)
+                } else {
+                    io::copy(&mut from.take(size), out)
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(total)
 }
 
 /// How many items at the head of `items` are plain files that can be written in parallel:
@@ -656,4 +906,279 @@ fn plain_file_run(items: &[Item]) -> usize {
                 && seen.insert(item.dest.as_str())
         })
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn tempdir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
+    }
+
+    /// Copies the file at `from` with `copy_contents`, told its size is `size`.
+    fn copied(from: &Path, size: u64) -> (u64, Vec<u8>) {
+        let dir = tempdir();
+        let to = dir.path().join("out");
+        let src = File::open(from).unwrap_or_else(|e| panic!("{e}"));
+        let mut out = File::create(&to).unwrap_or_else(|e| panic!("{e}"));
+        let n = copy_contents(&src, &mut out, size).unwrap_or_else(|e| panic!("{e}"));
+        (n, std::fs::read(&to).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    #[test]
+    fn copies_stop_at_the_stat_size_or_the_end() {
+        let dir = tempdir();
+        let path = dir.path().join("src");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap_or_else(|e| panic!("{e}"));
+        // As stat-ed.
+        assert_eq!(copied(&path, 100_000), (100_000, data.clone()));
+        // Grew since its stat: what the stat said is copied.
+        assert_eq!(copied(&path, 60_000), (60_000, data[..60_000].to_vec()));
+        // Shrank since its stat: copied to its end.
+        assert_eq!(copied(&path, 250_000), (100_000, data.clone()));
+        // A size of 0 says nothing: copied to its end.
+        assert_eq!(copied(&path, 0), (100_000, data.clone()));
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, b"").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(copied(&empty, 0), (0, Vec::new()));
+    }
+
+    #[test]
+    fn creation_defaults_are_read_from_proc_status() {
+        let status =
+            "Name:\tkiln\nUmask:\t0027\nState:\tR\nUid:\t1000\t0\t0\t5\nGid:\t100\t0\t0\t7\n";
+        assert_eq!(
+            Creation::parse(status),
+            Some(Creation {
+                fsuid: 5,
+                fsgid: 7,
+                umask: 0o027,
+            })
+        );
+        assert_eq!(
+            Creation::parse("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n"),
+            None
+        );
+        assert_eq!(
+            Creation::parse("Umask:\t0022\nUid:\t0\t0\t0\nGid:\t0\t0\t0\t0\n"),
+            None
+        );
+        // This process's.
+        let own = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        assert!(Creation::parse(&own).is_some());
+    }
+
+    #[test]
+    fn only_provable_no_ops_are_left_out() {
+        let c = Creation {
+            fsuid: 0,
+            fsgid: 0,
+            umask: 0o022,
+        };
+        assert!(c.gives_owner((0, 0), 0));
+        // A set-group-ID directory (or a `grpid` mount) of another group gives that group.
+        assert!(!c.gives_owner((0, 0), 50));
+        assert!(!c.gives_owner((1000, 0), 0));
+        assert!(!c.gives_owner((0, 1000), 0));
+        assert_eq!(c.create_mode(0o644, false), Some(0o644));
+        assert_eq!(c.create_mode(0o700, false), Some(0o700));
+        assert_eq!(c.create_mode(0o600, false), Some(0o600));
+        // The umask would take bits away.
+        assert_eq!(c.create_mode(0o664, false), None);
+        assert_eq!(c.create_mode(0o777, false), None);
+        // Set-id and sticky bits are chmod's; a read-only file takes no attributes unprivileged.
+        assert_eq!(c.create_mode(0o4755 & !0o022, false), None);
+        assert_eq!(c.create_mode(0o2700, false), None);
+        assert_eq!(c.create_mode(0o1600, false), None);
+        assert_eq!(c.create_mode(0o444, false), None);
+        // A default ACL replaces the umask.
+        assert_eq!(c.create_mode(0o644, true), None);
+        let open = Creation { umask: 0, ..c };
+        assert_eq!(open.create_mode(0o777, false), Some(0o777));
+    }
+
+    /// An ACL as its `system.posix_acl_*` attribute holds it: version 2, then each entry's
+    /// tag, permissions and id.
+    fn acl_xattr(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+        let mut value = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in entries {
+            value.extend(tag.to_le_bytes());
+            value.extend(perm.to_le_bytes());
+            value.extend(id.to_le_bytes());
+        }
+        value
+    }
+
+    /// A source's access ACL sets the mode bits when it is copied: a mode that `--chmod`
+    /// changed is still set after it, though the file was created with that mode.
+    #[test]
+    fn the_mode_is_set_after_an_access_acl_is_copied() {
+        let src = tempdir();
+        let source = src.path().join("f");
+        std::fs::write(&source, "x").unwrap_or_else(|e| panic!("{e}"));
+        // user::rw-, user:1234:rwx, group::r--, mask::rwx, other::r--: mode 0674.
+        let any = u32::MAX;
+        let value = acl_xattr(&[
+            (0x01, 6, any),
+            (0x02, 7, 1234),
+            (0x04, 4, any),
+            (0x10, 7, any),
+            (0x20, 4, any),
+        ]);
+        if let Err(e) = set_xattr(&source, OsStr::new("system.posix_acl_access"), &value) {
+            eprintln!("skipping: no ACLs here: {e}");
+            return;
+        }
+        assert_eq!(meta(&source).mode() & 0o7777, 0o674);
+        let dest = tempdir();
+        let sel = Selection {
+            items: vec![
+                file_item("a", &source, 0o644, (0, 0)),
+                file_item("b", &source, 0o644, (0, 0)),
+            ],
+            keep_owner: false,
+            chown: None,
+            chmod: None,
+        };
+        apply(&sel, dest.path(), dest.path()).unwrap_or_else(|e| panic!("{e}"));
+        for name in ["a", "b"] {
+            assert_eq!(
+                meta(&dest.path().join(name)).mode() & 0o7777,
+                0o644,
+                "{name}"
+            );
+        }
+    }
+
+    fn file_item(dest: &str, source: &Path, mode: u32, (uid, gid): (u32, u32)) -> Item {
+        Item {
+            dest: dest.into(),
+            cache_path: dest.into(),
+            kind: ItemKind::File,
+            source: ItemSource::Path(source.to_path_buf()),
+            mode,
+            uid,
+            gid,
+            digest: None,
+            into_dir_name: None,
+            created_parent: false,
+        }
+    }
+
+    fn meta(path: &Path) -> std::fs::Metadata {
+        std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Files end with the owner and mode asked for whether or not the chown and chmod were
+    /// left out: in plain directories, a set-group-ID one of another group, and one with a
+    /// default ACL (which would leave a 0600 file 0400), written in a batch and one by one.
+    #[test]
+    fn files_get_exactly_the_owner_and_mode_asked_for() {
+        let src = tempdir();
+        let source = src.path().join("f");
+        std::fs::write(&source, "content").unwrap_or_else(|e| panic!("{e}"));
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        File::options()
+            .write(true)
+            .open(&source)
+            .and_then(|f| f.set_modified(old))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let root = std::fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false);
+        let dest = tempdir();
+        let mut dirs = vec!["plain"];
+        if root {
+            let sg = dest.path().join("setgid");
+            std::fs::create_dir(&sg).unwrap_or_else(|e| panic!("{e}"));
+            std::os::unix::fs::chown(&sg, Some(0), Some(4321)).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::set_permissions(&sg, std::fs::Permissions::from_mode(0o2755))
+                .unwrap_or_else(|e| panic!("{e}"));
+            dirs.push("setgid");
+        }
+        let acl = dest.path().join("acl");
+        std::fs::create_dir(&acl).unwrap_or_else(|e| panic!("{e}"));
+        // A default ACL of user::r-x, group::r-x, other::---.
+        let value = acl_xattr(&[
+            (0x01, 5, u32::MAX),
+            (0x04, 5, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ]);
+        match set_xattr(&acl, OsStr::new("system.posix_acl_default"), &value) {
+            Ok(()) => dirs.push("acl"),
+            Err(e) => eprintln!("no default ACL test: {e}"),
+        }
+        let modes = [0o644, 0o600, 0o666, 0o755, 0o444, 0o4755, 0o2711, 0o1644];
+        let owners: &[(u32, u32)] = if root {
+            &[(0, 0), (1000, 1000), (0, 1000)]
+        } else {
+            &[]
+        };
+        let mut items = Vec::new();
+        for dir in &dirs {
+            for mode in modes {
+                items.push(file_item(
+                    &format!("{dir}/m{mode:o}"),
+                    &source,
+                    mode,
+                    (0, 0),
+                ));
+            }
+            for (uid, gid) in owners {
+                items.push(file_item(
+                    &format!("{dir}/o{uid}-{gid}"),
+                    &source,
+                    0o644,
+                    (*uid, *gid),
+                ));
+            }
+            // Alone, so that it is written one by one.
+            items.push(Item {
+                kind: ItemKind::Dir,
+                ..file_item(&format!("{dir}/sub"), src.path(), 0o755, (0, 0))
+            });
+            items.push(file_item(&format!("{dir}/single"), &source, 0o644, (0, 0)));
+            items.push(Item {
+                kind: ItemKind::Dir,
+                ..file_item(&format!("{dir}/sub2"), src.path(), 0o755, (0, 0))
+            });
+        }
+        let sel = Selection {
+            items,
+            keep_owner: true,
+            chown: None,
+            chmod: None,
+        };
+        apply(&sel, dest.path(), dest.path()).unwrap_or_else(|e| panic!("{e}"));
+        let me = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
+        for dir in &dirs {
+            let at = |name: &str| meta(&dest.path().join(dir).join(name));
+            for mode in modes {
+                let m = at(&format!("m{mode:o}"));
+                assert_eq!(m.mode() & 0o7777, mode, "{dir}: mode {mode:o}");
+                assert_eq!((m.uid(), m.gid()), if root { (0, 0) } else { me }, "{dir}");
+                assert_eq!(m.mtime(), 1_000_000_000);
+                assert_eq!(m.len(), 7);
+            }
+            for (uid, gid) in owners {
+                let m = at(&format!("o{uid}-{gid}"));
+                assert_eq!(
+                    (m.uid(), m.gid(), m.mode() & 0o7777),
+                    (*uid, *gid, 0o644),
+                    "{dir}"
+                );
+            }
+            let m = at("single");
+            assert_eq!(m.mode() & 0o7777, 0o644, "{dir}");
+            if root {
+                assert_eq!((m.uid(), m.gid()), (0, 0), "{dir}");
+            }
+        }
+    }
 }
