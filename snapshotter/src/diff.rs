@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, Metadata, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -244,21 +245,19 @@ impl<W: Write> Emitter<W> {
             }
             let path = dir.join(&name);
             let md = lstat(&path)?;
+            let node = Node::open(&path, &md)?;
             if source == Source::Upper {
-                let xattrs =
-                    xattr::list(&path).map_err(|e| Error::io("reading attributes", &path, e))?;
-                if is_whiteout(&md, &xattrs) {
+                if is_whiteout(&md, &node.xattrs) {
                     self.whiteout(&child_rel, dir_md)?;
                     continue;
                 }
-                self.entry(&path, &child_rel, &md, &xattrs)?;
-                if md.is_dir() && xattr::is_opaque(&xattrs) {
+                let opaque = md.is_dir() && xattr::is_opaque(&node.xattrs);
+                self.entry(&path, &child_rel, &md, node)?;
+                if opaque {
                     self.opaque(&child_rel, &md)?;
                 }
             } else {
-                let xattrs =
-                    xattr::list(&path).map_err(|e| Error::io("reading attributes", &path, e))?;
-                self.entry(&path, &child_rel, &md, &xattrs)?;
+                self.entry(&path, &child_rel, &md, node)?;
             }
             if md.is_dir() {
                 self.walk(&path, &child_rel, &md, source)?;
@@ -275,9 +274,8 @@ impl<W: Write> Emitter<W> {
                 md,
                 with_subtree,
             } => {
-                let xattrs =
-                    xattr::list(&path).map_err(|e| Error::io("reading attributes", &path, e))?;
-                self.entry(&path, &rel, &md, &xattrs)?;
+                let node = Node::open(&path, &md)?;
+                self.entry(&path, &rel, &md, node)?;
                 if with_subtree {
                     self.walk(&path, &rel, &md, Source::Plain)?;
                 }
@@ -391,13 +389,8 @@ impl<W: Write> Emitter<W> {
         Ok(())
     }
 
-    fn entry(
-        &mut self,
-        path: &Path,
-        rel: &[u8],
-        md: &Metadata,
-        xattrs: &[(OsString, Vec<u8>)],
-    ) -> Result<()> {
+    fn entry(&mut self, path: &Path, rel: &[u8], md: &Metadata, node: Node) -> Result<()> {
+        let Node { xattrs, file } = node;
         let ft = FileType::from_raw_mode(md.mode());
         let mut kind = match ft {
             FileType::RegularFile => Kind::Regular { size: md.size() },
@@ -448,11 +441,10 @@ impl<W: Write> Emitter<W> {
             .map_err(write_err)?;
         self.stats.entries += 1;
         if let Some(size) = size {
-            let f = OpenOptions::new()
-                .read(true)
-                .custom_flags(OFlags::NOFOLLOW.bits() as i32)
-                .open(path)
-                .map_err(|e| Error::io("opening", path, e))?;
+            let f = match file {
+                Some(f) => f,
+                None => open_nofollow(path)?,
+            };
             self.tar
                 .write_data(ReadCtx { f, path }, size)
                 .map_err(|e| match e.kind() {
@@ -503,6 +495,43 @@ impl<W: Write> Emitter<W> {
             None => md.mtime(),
         }
     }
+}
+
+/// What a node's entry is written from besides its metadata: its extended attributes and, for a
+/// regular file with content, the file opened for reading. Such a file is opened first and its
+/// attributes listed through the descriptor: one lookup of its path instead of two. Empty files
+/// (overlayfs's attribute whiteouts among them) are never opened, as before.
+struct Node {
+    xattrs: Vec<(OsString, Vec<u8>)>,
+    file: Option<fs::File>,
+}
+
+impl Node {
+    fn open(path: &Path, md: &Metadata) -> Result<Node> {
+        let attributes = |e| Error::io("reading attributes", path, e);
+        if md.is_file() && md.len() > 0 {
+            let file = open_nofollow(path)?;
+            let xattrs = xattr::list_fd(file.as_fd()).map_err(attributes)?;
+            Ok(Node {
+                xattrs,
+                file: Some(file),
+            })
+        } else {
+            Ok(Node {
+                xattrs: xattr::list(path).map_err(attributes)?,
+                file: None,
+            })
+        }
+    }
+}
+
+/// Opens a regular file for reading, refusing a symlink put in its place.
+fn open_nofollow(path: &Path) -> Result<fs::File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(|e| Error::io("opening", path, e))
 }
 
 /// A file being read into the tar; read errors name it (write errors are the output's).

@@ -65,4 +65,7 @@ pub use mount::{
 pub use paths::{RelPath, Root, fd_path, list_dir, remove_all_at, type_at};
 pub use root::{SyncStats, mount_points, own_files};
 pub use snapshotter::{ActiveSnapshot, Backend, Committed, Snapshotter, SnapshotterOptions};
-pub use xattr::{XattrNamespace, is_overlay_internal, list as list_xattrs, set as set_xattr};
+pub use xattr::{
+    XattrNamespace, is_overlay_internal, list as list_xattrs, list_fd as list_fd_xattrs,
+    set as set_xattr,
+};

@@ -38,11 +38,20 @@ pub(crate) struct EntryHeader<'a> {
 
 pub(crate) struct TarWriter<W: Write> {
     out: W,
+    /// Where file data passes through, kept between files.
+    buf: Vec<u8>,
 }
+
+/// The most file data read at a time: most files in one read (`io::copy` reads 8 KiB at a time,
+/// five reads for a 40 KiB file), and the writer is handed large pieces.
+const READ_MAX: usize = 256 * 1024;
 
 impl<W: Write> TarWriter<W> {
     pub(crate) fn new(out: W) -> Self {
-        TarWriter { out }
+        TarWriter {
+            out,
+            buf: Vec::new(),
+        }
     }
 
     /// Writes the header (and its PAX record, if any). For regular files the caller then writes
@@ -123,8 +132,26 @@ impl<W: Write> TarWriter<W> {
 
     /// Writes exactly `size` bytes of entry data from `data`, then the padding. A source that
     /// ends early (a file shrinking while it is read) is an error rather than a corrupt tar.
-    pub(crate) fn write_data(&mut self, data: impl Read, size: u64) -> io::Result<()> {
-        let copied = io::copy(&mut data.take(size), &mut self.out)?;
+    pub(crate) fn write_data(&mut self, mut data: impl Read, size: u64) -> io::Result<()> {
+        // Never more than the file's size: a small file does not cost a large buffer.
+        let want = usize::try_from(size).unwrap_or(usize::MAX).min(READ_MAX);
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        let mut copied = 0u64;
+        while copied < size {
+            let n = usize::try_from(size - copied)
+                .unwrap_or(usize::MAX)
+                .min(self.buf.len());
+            let read = match data.read(&mut self.buf[..n]) {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.out.write_all(&self.buf[..read])?;
+            copied += read as u64;
+        }
         if copied != size {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -290,5 +317,26 @@ mod tests {
         e.read_to_string(&mut s).unwrap();
         assert_eq!(s, "abc");
         assert!(entries.next().is_none());
+    }
+
+    #[test]
+    fn data_is_copied_to_its_size_exactly_and_a_short_file_is_an_error() {
+        // Larger than one read, not a multiple of it.
+        let big: Vec<u8> = (0..READ_MAX * 2 + 777).map(|i| (i % 251) as u8).collect();
+        let mut w = TarWriter::new(Vec::new());
+        w.write_data(&big[..], big.len() as u64).unwrap();
+        // A file that grew after it was stat-ed: its stat-ed size only.
+        w.write_data(&b"abcdef"[..], 3).unwrap();
+        let out = w.out;
+        let padded = big.len().div_ceil(BLOCK) * BLOCK;
+        assert!(out[..big.len()] == big[..]);
+        assert!(out[big.len()..padded].iter().all(|&b| b == 0));
+        assert_eq!(&out[padded..padded + 3], b"abc");
+        assert_eq!(out.len(), padded + BLOCK);
+
+        // One that shrank: an error, not a short entry.
+        let mut w = TarWriter::new(Vec::new());
+        let e = w.write_data(&b"ab"[..], 3).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

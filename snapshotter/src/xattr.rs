@@ -2,6 +2,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -18,7 +19,27 @@ pub fn is_overlay_internal(name: &[u8]) -> bool {
 /// All attributes of `path` (sorted by name), the final component not followed. Filesystems
 /// without xattr support simply have none.
 pub fn list(path: &Path) -> io::Result<Vec<(OsString, Vec<u8>)>> {
-    let names = match read_sized(|buf| rustix::fs::llistxattr(path, buf)) {
+    list_using(
+        |buf| rustix::fs::llistxattr(path, buf),
+        |name, buf| rustix::fs::lgetxattr(path, name, buf),
+    )
+}
+
+/// All attributes of the open file `fd` (sorted by name), as [`list`] gives those of a path:
+/// for a file already open, without looking its path up twice more.
+pub fn list_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+    list_using(
+        |buf| rustix::fs::flistxattr(fd, buf),
+        |name, buf| rustix::fs::fgetxattr(fd, name, buf),
+    )
+}
+
+/// The attributes `names` lists, each read with `value`; one removed in between is left out.
+fn list_using(
+    mut names: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+    mut value: impl FnMut(&OsStr, &mut [u8]) -> rustix::io::Result<usize>,
+) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+    let names = match read_sized(&mut names) {
         Ok(n) => n,
         Err(Errno::NOTSUP) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
@@ -26,22 +47,14 @@ pub fn list(path: &Path) -> io::Result<Vec<(OsString, Vec<u8>)>> {
     let mut out = Vec::new();
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let name = OsStr::from_bytes(name);
-        match get(path, name)? {
-            Some(v) => out.push((name.to_owned(), v)),
-            None => continue,
+        match read_sized(|buf| value(name, buf)) {
+            Ok(v) => out.push((name.to_owned(), v)),
+            Err(Errno::NODATA | Errno::NOTSUP) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
     out.sort();
     Ok(out)
-}
-
-/// One attribute of `path`; None when absent.
-pub(crate) fn get(path: &Path, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
-    match read_sized(|buf| rustix::fs::lgetxattr(path, name, buf)) {
-        Ok(v) => Ok(Some(v)),
-        Err(Errno::NODATA) | Err(Errno::NOTSUP) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
 }
 
 pub fn set(path: &Path, name: &OsStr, value: &[u8]) -> io::Result<()> {

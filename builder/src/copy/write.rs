@@ -10,7 +10,7 @@ use super::{
 use crate::error::{Error, Result};
 use kiln_snapshotter::{
     ApplyOptions, RelPath, Root, WhiteoutMode, apply_layer, fd_path, is_overlay_internal,
-    list_xattrs, remove_all_at, set_xattr, type_at,
+    list_fd_xattrs, list_xattrs, remove_all_at, set_xattr, type_at,
 };
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid};
@@ -388,7 +388,7 @@ impl Writer {
         }
         if let Content::Source(src) = content {
             // After the owner (chown drops file capabilities), before a read-only mode.
-            let attrs = fd_xattrs(src.file.as_fd()).map_err(|e| Error::io(src.path, e))?;
+            let attrs = list_fd_xattrs(src.file.as_fd()).map_err(|e| Error::io(src.path, e))?;
             let set_any = self.set_xattrs(attrs, rel, |key, value| {
                 rustix::fs::fsetxattr(&out, key, value, rustix::fs::XattrFlags::empty())
                     .map_err(io::Error::from)
@@ -815,48 +815,6 @@ impl Creation {
     fn create_mode(&self, mode: u32, default_acl: bool) -> Option<u32> {
         (mode & !0o777 == 0 && mode & self.umask == 0 && mode & 0o200 != 0 && !default_acl)
             .then_some(mode)
-    }
-}
-
-/// All extended attributes of an open file (sorted by name), as the snapshotter's `list_xattrs`
-/// gives them for a path. Filesystems without xattr support simply have none.
-fn fd_xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<(OsString, Vec<u8>)>> {
-    let names = match read_sized(|buf| rustix::fs::flistxattr(fd, buf)) {
-        Ok(n) => n,
-        Err(Errno::NOTSUP) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let name = OsStr::from_bytes(name);
-        match read_sized(|buf| rustix::fs::fgetxattr(fd, name, buf)) {
-            Ok(value) => out.push((name.to_owned(), value)),
-            // Removed since it was listed.
-            Err(Errno::NODATA | Errno::NOTSUP) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Calls a size-returning xattr function with a growing buffer until the value fits (a value
-/// can grow between calls, so ERANGE is retried).
-fn read_sized(
-    mut f: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
-) -> rustix::io::Result<Vec<u8>> {
-    let mut cap = 256;
-    loop {
-        let mut buf = vec![0u8; cap];
-        match f(&mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            // XATTR_SIZE_MAX is 64 KiB; values or name lists beyond that cannot exist.
-            Err(Errno::RANGE) if cap < (1 << 20) => cap *= 4,
-            Err(e) => return Err(e),
-        }
     }
 }
 
