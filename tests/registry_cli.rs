@@ -587,6 +587,230 @@ fn login_uses_the_configured_credential_store() {
     assert!(!bin.join("secret.json").exists());
 }
 
+/// What kiln showed on a terminal, typed answers included, and its exit status.
+struct Terminal {
+    shown: String,
+    status: Option<i32>,
+    /// Whether the terminal echoed input again once kiln was done (`stty -a` run after it).
+    echo_after: bool,
+}
+
+/// `kiln --root ROOT ARGS…` on a pseudo-terminal from script(1), with the [`Env`]'s config
+/// files: each `(prompt, keys)` types `keys` once `prompt` has shown (after the previous one),
+/// so nothing is typed before kiln has turned the echo off. `stty -a` runs after kiln on the
+/// same terminal, to see the settings kiln left. `None` (skip) without script(1).
+fn on_a_terminal(env: &Env, root: &str, args: &[&str], typed: &[(&str, &str)]) -> Option<Terminal> {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    if !require(
+        have_tool("script"),
+        "script(1) from util-linux, for a terminal",
+    ) {
+        return None;
+    }
+    let quote = |arg: &str| format!("'{}'", arg.replace('\'', r"'\''"));
+    let mut line = vec![
+        quote(support::KILN),
+        "--root".into(),
+        quote(env.path(root).to_str().unwrap()),
+    ];
+    line.extend(args.iter().map(|a| quote(a)));
+    // The shell ignores nothing, so kiln gets Ctrl-C's SIGINT with its default disposition; the
+    // trap only keeps the shell itself going to report.
+    let inner = format!(
+        "trap 'echo interrupted' INT; {}; echo \"status=$?\"; stty -a",
+        line.join(" ")
+    );
+    // CI runs without SHELL; script(1) runs `$SHELL -c`.
+    let mut child = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .env("DOCKER_CONFIG", env.path("docker"))
+        .env("KILN_CONFIG", env.path("kiln-config.json"))
+        .env("HOME", env.dir.path())
+        .env_remove("KILN_ROOT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting script(1)");
+    let shown = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = {
+        let shown = Arc::clone(&shown);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shown.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let text = |shown: &Mutex<Vec<u8>>| String::from_utf8_lossy(&shown.lock().unwrap()).to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut keyboard = child.stdin.take().unwrap();
+    let mut seen = 0;
+    for (prompt, keys) in typed {
+        loop {
+            let now = text(&shown);
+            if let Some(at) = now[seen..].find(prompt) {
+                seen += at + prompt.len();
+                break;
+            }
+            if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no {prompt:?} on the terminal; it showed:\n{now}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        keyboard.write_all(keys.as_bytes()).unwrap();
+        keyboard.flush().unwrap();
+    }
+    let exited = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kiln did not finish; the terminal showed:\n{}",
+                text(&shown)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(keyboard);
+    reader.join().unwrap();
+    let shown = text(&shown);
+    assert!(exited.success(), "stty failed after kiln: {shown}");
+    let status = shown
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("status="))
+        .and_then(|s| s.parse().ok());
+    let stty = &shown[shown.rfind("status=").unwrap_or(0)..];
+    let echo_after = stty.split_whitespace().any(|w| w == "echo")
+        && !stty.split_whitespace().any(|w| w == "-echo");
+    Some(Terminal {
+        shown,
+        status,
+        echo_after,
+    })
+}
+
+#[test]
+fn login_asks_on_a_terminal_without_echoing_the_password() {
+    let Some(registry) = Registry::start(true) else {
+        return;
+    };
+    let env = Env {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let host = registry.host();
+    let Some(first) = on_a_terminal(
+        &env,
+        "a",
+        &["login", &host],
+        &[("Username: ", "user\n"), ("Password: ", "secret\n")],
+    ) else {
+        return;
+    };
+    assert_eq!(first.status, Some(0), "{}", first.shown);
+    assert!(first.shown.contains("Username: user"), "{}", first.shown);
+    assert!(first.shown.contains("Login Succeeded"), "{}", first.shown);
+    assert!(!first.shown.contains("secret"), "echoed: {}", first.shown);
+    assert!(first.echo_after, "echo left off: {}", first.shown);
+    let config = json(&std::fs::read(env.docker_config()).unwrap());
+    // base64("user:secret")
+    assert_eq!(config["auths"][&host]["auth"], "dXNlcjpzZWNyZXQ=");
+
+    // The stored username is offered and an empty answer keeps it; a refused password leaves
+    // the terminal as it was, and the stored credentials too.
+    let refused = on_a_terminal(
+        &env,
+        "a",
+        &["login", &host],
+        &[("Username (user): ", "\n"), ("Password: ", "wrong\n")],
+    )
+    .unwrap();
+    assert_eq!(refused.status, Some(1), "{}", refused.shown);
+    assert!(
+        !refused.shown.contains("wrong"),
+        "echoed: {}",
+        refused.shown
+    );
+    assert!(refused.echo_after, "echo left off: {}", refused.shown);
+    let config = json(&std::fs::read(env.docker_config()).unwrap());
+    assert_eq!(config["auths"][&host]["auth"], "dXNlcjpzZWNyZXQ=");
+
+    // Ctrl-C at the password prompt ends kiln by SIGINT with the echo back on.
+    let interrupted = on_a_terminal(
+        &env,
+        "a",
+        &["docker", "login", "-u", "user", &host],
+        &[("Password: ", "sec\x03")],
+    )
+    .unwrap();
+    assert_eq!(interrupted.status, Some(130), "{}", interrupted.shown);
+    assert!(
+        !interrupted.shown.contains("sec"),
+        "echoed: {}",
+        interrupted.shown
+    );
+    assert!(
+        interrupted.echo_after,
+        "echo left off: {}",
+        interrupted.shown
+    );
+}
+
+#[test]
+fn login_without_a_terminal_needs_username_and_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut command = support::kiln_command(&dir.path().join("root"), args);
+        command
+            .env("DOCKER_CONFIG", dir.path().join("docker"))
+            .env("HOME", dir.path());
+        let out = support::output_with_stdin(&mut command, b"secret\n");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let no_tty = "Cannot perform an interactive login from a non TTY device";
+    for args in [
+        &["login", "127.0.0.1:1"][..],
+        &["login", "-u", "user", "127.0.0.1:1"],
+        &["login", "-p", "secret", "127.0.0.1:1"],
+        &["docker", "login", "127.0.0.1:1"],
+    ] {
+        let (code, stderr) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("error: {no_tty}\n")),
+            "{args:?}: {stderr}"
+        );
+    }
+    for args in [
+        &["login", "--password-stdin", "127.0.0.1:1"][..],
+        &["docker", "login", "--password-stdin", "127.0.0.1:1"],
+    ] {
+        let (code, stderr) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("error: Must provide --username with --password-stdin"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!dir.path().join("docker").exists());
+}
+
 #[test]
 fn a_tampered_blob_is_refused_and_nothing_is_stored() {
     let Some((env, registry)) = scenario(false, false) else {

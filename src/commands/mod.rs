@@ -6,6 +6,7 @@ pub mod container;
 pub mod dockerfile;
 pub mod parse;
 pub mod plan;
+pub mod prompt;
 pub mod registry;
 pub mod run;
 pub mod sandbox;

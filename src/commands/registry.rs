@@ -71,13 +71,14 @@ pub struct LoginArgs {
     /// The registry (`host[:port]`; default: Docker Hub).
     #[arg(value_name = "SERVER")]
     pub server: Option<String>,
-    /// Username.
+    /// Username (without it, asked for on the terminal).
     #[arg(short, long)]
     pub username: Option<String>,
-    /// Password (visible to other users of the machine: prefer --password-stdin).
+    /// Password (visible to other users of the machine: prefer --password-stdin, or leave it
+    /// out to be asked for it on the terminal, without echo).
     #[arg(short, long)]
     pub password: Option<String>,
-    /// Read the password from stdin.
+    /// Read the password from stdin (needs --username).
     #[arg(long, conflicts_with = "password")]
     pub password_stdin: bool,
     #[command(flatten)]
@@ -207,29 +208,44 @@ pub fn push(root: &Option<PathBuf>, args: PushArgs) -> CliResult<ExitCode> {
 
 pub fn login(args: LoginArgs) -> CliResult<ExitCode> {
     let server = server(args.server.as_deref());
-    let username = match args.username {
-        Some(u) if !u.is_empty() => u,
-        _ => {
-            return Err(CliError::Usage {
-                message: "login needs a username".into(),
-                hint: Some("kiln login -u USER --password-stdin SERVER".into()),
-            });
-        }
+    let username = args
+        .username
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty());
+    // docker takes an empty -p as no password: it asks for one.
+    let password = args.password.filter(|p| !p.is_empty());
+    let prompts = prompts(
+        username.is_some(),
+        password.is_some(),
+        args.password_stdin,
+        std::io::stdin().is_terminal(),
+    )?;
+    if password.is_some() {
+        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+    }
+    let username = match username {
+        Some(u) => u,
+        None if prompts.username => ask_username(&server)?,
+        None => String::new(),
     };
+    if username.is_empty() {
+        return Err(CliError::Usage {
+            message: "login needs a username".into(),
+            hint: Some("kiln login -u USER --password-stdin SERVER".into()),
+        });
+    }
     let password = if args.password_stdin {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .map_err(|e| CliError::io("<stdin>", e))?;
         text.trim_end_matches(['\n', '\r']).to_string()
-    } else if let Some(p) = args.password {
-        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+    } else if let Some(p) = password {
         p
+    } else if prompts.password {
+        super::prompt::ask_hidden("Password: ")?
     } else {
-        return Err(CliError::Usage {
-            message: "login needs a password".into(),
-            hint: Some("pass it on stdin with --password-stdin, or with -p".into()),
-        });
+        String::new()
     };
     if password.is_empty() {
         return Err(CliError::usage("the password is empty"));
@@ -243,6 +259,70 @@ pub fn login(args: LoginArgs) -> CliResult<ExitCode> {
     }
     super::print_stdout("Login Succeeded\n")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `login` has to ask for on the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Prompts {
+    username: bool,
+    password: bool,
+}
+
+/// Which of username and password `login` asks for, given what the command line holds and
+/// whether stdin is a terminal to ask on; docker's refusals when it cannot ask.
+fn prompts(
+    username: bool,
+    password: bool,
+    password_stdin: bool,
+    terminal: bool,
+) -> CliResult<Prompts> {
+    if password_stdin && !username {
+        // stdin holds the password, so there is nowhere to read the username from.
+        return Err(CliError::Usage {
+            message: "Must provide --username with --password-stdin".into(),
+            hint: Some("kiln login -u USER --password-stdin SERVER".into()),
+        });
+    }
+    let prompts = Prompts {
+        username: !username,
+        password: !password && !password_stdin,
+    };
+    if (prompts.username || prompts.password) && !terminal {
+        return Err(CliError::Usage {
+            message: "Cannot perform an interactive login from a non TTY device".into(),
+            hint: Some(
+                "pass the password on stdin: kiln login -u USER --password-stdin SERVER".into(),
+            ),
+        });
+    }
+    Ok(prompts)
+}
+
+/// Asks for the username, offering the one stored for `server` (kept on an empty answer), as
+/// docker does.
+fn ask_username(server: &str) -> CliResult<String> {
+    if server == kiln_oci::reference::DEFAULT_REGISTRY {
+        super::print_stdout(
+            "Log in with your Docker ID or email address to push and pull images from Docker \
+             Hub. If you don't have a Docker ID, head over to https://hub.docker.com to create \
+             one.\n",
+        )?;
+    }
+    // Only a convenience: a config or credential helper that cannot be read offers none.
+    let stored = registry::credentials::lookup(server)
+        .ok()
+        .flatten()
+        .map(|(user, _)| user)
+        .filter(|user| !user.is_empty() && user != "<token>");
+    let prompt = match &stored {
+        Some(user) => format!("Username ({user}): "),
+        None => "Username: ".to_string(),
+    };
+    let answer = super::prompt::ask(&prompt)?.trim().to_string();
+    Ok(match stored {
+        Some(user) if answer.is_empty() => user,
+        _ => answer,
+    })
 }
 
 pub fn logout(args: LogoutArgs) -> CliResult<ExitCode> {
@@ -376,5 +456,49 @@ impl Progress for Bars {
                 .say
                 .line(&format!("{}: {}", digest.short(), status.message())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(user: bool, pass: bool, stdin: bool, tty: bool) -> Result<(bool, bool), String> {
+        prompts(user, pass, stdin, tty)
+            .map(|p| (p.username, p.password))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_terminal_is_asked_what_the_command_line_lacks() {
+        assert_eq!(asked(false, false, false, true), Ok((true, true)));
+        assert_eq!(asked(true, false, false, true), Ok((false, true)));
+        assert_eq!(asked(false, true, false, true), Ok((true, false)));
+        assert_eq!(asked(true, true, false, true), Ok((false, false)));
+        assert_eq!(asked(true, false, true, true), Ok((false, false)));
+    }
+
+    #[test]
+    fn without_a_terminal_nothing_is_asked() {
+        assert_eq!(asked(true, true, false, false), Ok((false, false)));
+        assert_eq!(asked(true, false, true, false), Ok((false, false)));
+        let refused = Err("Cannot perform an interactive login from a non TTY device".to_string());
+        assert_eq!(asked(false, false, false, false), refused);
+        assert_eq!(asked(true, false, false, false), refused);
+        assert_eq!(asked(false, true, false, false), refused);
+    }
+
+    #[test]
+    fn password_stdin_needs_the_username_on_the_command_line() {
+        let refused = Err("Must provide --username with --password-stdin".to_string());
+        assert_eq!(asked(false, false, true, true), refused);
+        assert_eq!(asked(false, false, true, false), refused);
+    }
+
+    #[test]
+    fn docker_hub_spellings_are_one_server() {
+        assert_eq!(server(None), "docker.io");
+        assert_eq!(server(Some("https://index.docker.io/v1/")), "docker.io");
+        assert_eq!(server(Some("localhost:5000")), "localhost:5000");
     }
 }
