@@ -145,9 +145,12 @@ impl<R: Read> Read for HeaderBudget<R> {
 }
 
 /// Directory metadata applied after all entries: writing children changes a directory's mtime,
-/// and a read-only directory mode would stop a rootless apply from writing them.
+/// and a read-only directory mode would stop a rootless apply from writing them. A directory
+/// the layer changes without an entry of its own (`etc/new` with no `etc/`) gets back the
+/// mtime it had (`mode` None): the layer says nothing about it, and without this its mtime
+/// would be the time of the apply, so flattening one image twice gave different trees.
 struct DirMeta {
-    mode: u32,
+    mode: Option<u32>,
     mtime: Timespec,
 }
 
@@ -202,7 +205,7 @@ impl Applier {
                 self.dirs.insert(
                     rel.clone(),
                     DirMeta {
-                        mode: meta.mode,
+                        mode: Some(meta.mode),
                         mtime: meta.mtime,
                     },
                 );
@@ -258,6 +261,7 @@ impl Applier {
             .root
             .make_dirs(&parent)
             .map_err(|e| self.fs_err(name, "creating parent directories", e))?;
+        self.keep_mtime(&parent, &dir);
         let existing =
             paths::type_at(dir.as_fd(), base).map_err(|e| self.fs_err(name, "inspecting", e))?;
         match (existing, kind) {
@@ -478,6 +482,7 @@ impl Applier {
                     }
                     Err(e) => return Err(self.fs_err(name, "resolving whiteout parent", e)),
                 };
+                self.keep_mtime(parent, &dir);
                 paths::remove_all_at(dir.as_fd(), hidden)
                     .map_err(|e| self.fs_err(name, "applying whiteout", e))
             }
@@ -563,6 +568,25 @@ impl Applier {
         }
     }
 
+    /// Notes the mtime of directory `rel` (open as `dir`) before an entry changes what is in it,
+    /// unless the layer gave the directory an entry of its own: see [`DirMeta`].
+    fn keep_mtime(&mut self, rel: &RelPath, dir: &OwnedFd) {
+        if self.dirs.contains_key(rel) {
+            return;
+        }
+        // Unreadable: the directory keeps the time of the apply, as before.
+        let Ok(stat) = rustix::fs::fstat(dir) else {
+            return;
+        };
+        // The field types differ between architectures; the values are the kernel's.
+        #[allow(clippy::unnecessary_cast)]
+        let mtime = Timespec {
+            tv_sec: stat.st_mtime as i64,
+            tv_nsec: stat.st_mtime_nsec as _,
+        };
+        self.dirs.insert(rel.clone(), DirMeta { mode: None, mtime });
+    }
+
     /// Directory modes and times, now that nothing more is written into them. A directory a
     /// later entry replaced or deleted is skipped.
     fn finish(&mut self) -> Result<()> {
@@ -589,13 +613,10 @@ impl Applier {
                 continue;
             }
             let t = Target { dir, name };
-            rustix::fs::chmodat(
-                &t.dir,
-                &t.name,
-                Mode::from_raw_mode(meta.mode),
-                AtFlags::empty(),
-            )
-            .map_err(|e| self.fs_err(&shown, "setting mode", e.into()))?;
+            if let Some(mode) = meta.mode {
+                rustix::fs::chmodat(&t.dir, &t.name, Mode::from_raw_mode(mode), AtFlags::empty())
+                    .map_err(|e| self.fs_err(&shown, "setting mode", e.into()))?;
+            }
             set_times(&t, meta.mtime).map_err(|e| self.fs_err(&shown, "setting times", e))?;
         }
         Ok(())

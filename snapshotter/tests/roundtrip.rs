@@ -240,6 +240,48 @@ fn duplicate_entries_later_wins_and_dir_times_are_kept() {
 }
 
 #[test]
+fn a_directory_the_layer_has_no_entry_for_keeps_its_mtime() {
+    // `etc/new` and a whiteout of `etc/old`, without an `etc/` entry: the layer says nothing
+    // about `etc`, so it keeps the mtime it had, whenever the layer is applied.
+    let mut t = common::RawTar::default();
+    t.file("etc/new", b"new");
+    t.file("etc/.wh.old", b"");
+    t.file("top", b"at the root");
+    let tar = t.finish();
+    let dst = tempfile::tempdir().unwrap();
+    fs::create_dir(dst.path().join("etc")).unwrap();
+    fs::write(dst.path().join("etc/old"), b"old").unwrap();
+    set_mtime(&dst.path().join("etc"), 1_000_000);
+    set_mtime(dst.path(), 2_000_000);
+    apply_layer(
+        &tar[..],
+        dst.path(),
+        &ApplyOptions::new(WhiteoutMode::Delete),
+    )
+    .unwrap();
+    assert_eq!(fs::read(dst.path().join("etc/new")).unwrap(), b"new");
+    assert!(!dst.path().join("etc/old").exists());
+    let mtime = |p: &Path| std::os::unix::fs::MetadataExt::mtime(&fs::metadata(p).unwrap());
+    assert_eq!(mtime(&dst.path().join("etc")), 1_000_000);
+    assert_eq!(mtime(dst.path()), 2_000_000);
+    // A directory the layer does carry takes the layer's mtime, even after its children.
+    let mut t = common::RawTar::default();
+    t.file("etc/later", b"x");
+    t.header(&common::Raw {
+        mode: 0o755,
+        mtime: 3_000_000,
+        ..common::Raw::new(b"etc/", b'5')
+    });
+    apply_layer(
+        &t.finish()[..],
+        dst.path(),
+        &ApplyOptions::new(WhiteoutMode::Delete),
+    )
+    .unwrap();
+    assert_eq!(mtime(&dst.path().join("etc")), 3_000_000);
+}
+
+#[test]
 fn whiteouts_in_both_modes() {
     let tmp = tempfile::tempdir().unwrap();
     let mut t = common::RawTar::default();
