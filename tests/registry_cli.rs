@@ -139,6 +139,22 @@ fn pushed_digest(out: &str) -> String {
     line.split_whitespace().nth(2).unwrap().to_string()
 }
 
+/// The digest `kiln pull` printed (`Digest: sha256:…`).
+fn pulled_digest(out: &str) -> String {
+    let line = out.lines().find(|l| l.starts_with("Digest: ")).unwrap();
+    line["Digest: ".len()..].trim().to_string()
+}
+
+/// An image's RepoDigests as `kiln inspect` shows them.
+fn repo_digests(image: &serde_json::Value) -> Vec<String> {
+    image["RepoDigests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect()
+}
+
 fn sha256(bytes: &[u8]) -> String {
     let out = support::output_with_stdin(&mut Command::new("sha256sum"), bytes);
     let text = String::from_utf8(out.stdout).unwrap();
@@ -169,6 +185,14 @@ fn push_gives_the_registry_the_store_s_exact_bytes() {
     let digest = pushed_digest(&out);
     let image = env.inspect("a", &name);
     assert_eq!(image["Descriptor"]["digest"], digest.as_str());
+    let in_x = format!("{}/x@{digest}", registry.host());
+    assert_eq!(repo_digests(&image), std::slice::from_ref(&in_x));
+    // docker's `images --digests` shows it in the DIGEST column of that repository's row.
+    let listed = env.ok("a", &["docker", "images", "--digests"]);
+    let row = listed.lines().find(|l| l.contains("/x ")).unwrap();
+    assert!(row.contains(&digest), "{listed}");
+    let templated = env.ok("a", &["docker", "inspect", "-f", "{{.RepoDigests}}", &name]);
+    assert_eq!(templated, format!("[{in_x}]\n"));
 
     let layout = env.path("layout");
     skopeo(&[
@@ -209,6 +233,57 @@ fn push_gives_the_registry_the_store_s_exact_bytes() {
     assert_eq!(mounted.trim(), digest);
     let mounted = env.ok("a", &["push", &other]);
     assert!(!mounted.contains(": Pushed"), "{mounted}");
+    let in_y = format!("{}/y@{digest}", registry.host());
+    assert_eq!(
+        repo_digests(&env.inspect("a", &name)),
+        [in_x.clone(), in_y.clone()]
+    );
+
+    // A changed image pushed under the same name has its own digest there; the old image
+    // keeps the one it was pushed with, as docker's does, and loses it only with the image.
+    std::fs::create_dir_all(env.path("ctx")).unwrap();
+    std::fs::write(
+        env.path("ctx/Dockerfile"),
+        format!("FROM {name}\nENV CHANGED=1\n"),
+    )
+    .unwrap();
+    let old_id = image["Id"].as_str().unwrap().to_string();
+    env.ok(
+        "a",
+        &[
+            "build",
+            "-q",
+            "-t",
+            &name,
+            env.path("ctx").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(repo_digests(&env.inspect("a", &name)), Vec::<String>::new());
+    let changed = pushed_digest(&env.ok("a", &["push", &name]));
+    assert_ne!(changed, digest);
+    assert_eq!(
+        repo_digests(&env.inspect("a", &name)),
+        [format!("{}/x@{changed}", registry.host())]
+    );
+    assert_eq!(repo_digests(&env.inspect("a", &old_id)), [in_x, in_y]);
+    // The record is no damage to fsck.
+    let fsck = env.kiln("a", &["fsck"], None);
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    // Untagging keeps the digests while the image stays; removing it drops them.
+    env.ok("a", &["tag", &old_id, "keep:1"]);
+    env.ok("a", &["rmi", &other]);
+    assert_eq!(repo_digests(&env.inspect("a", &old_id)).len(), 2);
+    env.ok("a", &["rmi", "keep:1"]);
+    assert!(
+        env.fails("a", &["inspect", &old_id])
+            .contains("no such image")
+    );
+    let index = std::fs::read_to_string(env.path("a").join("index.json")).unwrap();
+    assert!(!index.contains(&digest), "{index}");
 }
 
 #[test]
@@ -230,6 +305,11 @@ fn pull_fetches_what_skopeo_pushed_and_only_what_is_missing() {
     assert_eq!(out.lines().last(), Some(name.as_str()));
     let pulled = env.inspect("b", &name);
     assert_eq!(pulled["Id"], env.inspect("a", "base:1")["Id"]);
+    let base_digest = pulled_digest(&out);
+    assert_eq!(
+        repo_digests(&pulled),
+        [format!("{}/base@{base_digest}", registry.host())]
+    );
 
     // Everything present: nothing is fetched.
     let blobs = env.blob_count("b");
@@ -268,6 +348,19 @@ fn pull_fetches_what_skopeo_pushed_and_only_what_is_missing() {
     assert_eq!(
         json(remote.as_bytes())["Digest"],
         metadata["containerimage.digest"]
+    );
+    // The base pulled for the build and the pushed result both know where they came from.
+    assert_eq!(
+        repo_digests(&env.inspect("c", &name)),
+        [format!("{}/base@{base_digest}", registry.host())]
+    );
+    assert_eq!(
+        repo_digests(&env.inspect("c", &app)),
+        [format!(
+            "{}/app@{}",
+            registry.host(),
+            metadata["containerimage.digest"].as_str().unwrap()
+        )]
     );
     let out = env.ok("b", &["pull", &app]);
     assert!(out.contains("Already exists"), "{out}");
@@ -436,10 +529,17 @@ fn a_multi_platform_image_is_pulled_for_the_platform_asked() {
         &format!("docker://{name}"),
     ]);
 
-    env.ok("b", &["pull", &name]);
+    let out = env.ok("b", &["pull", &name]);
     let image = env.inspect("b", &name);
     assert_eq!(image["Architecture"], native_arch());
     assert_eq!(image["Descriptor"]["digest"], native.as_str());
+    // RepoDigests name the index the registry served, as docker's do.
+    let index_digest = pulled_digest(&out);
+    assert_ne!(index_digest, native);
+    assert_eq!(
+        repo_digests(&image),
+        [format!("{}/multi@{index_digest}", registry.host())]
+    );
 
     env.ok(
         "c",
@@ -458,6 +558,15 @@ fn a_multi_platform_image_is_pulled_for_the_platform_asked() {
     );
     assert!(err.contains("hint: "), "{err}");
     assert_eq!(env.ok("d", &["images", "-q"]).trim(), "");
+
+    // Pushed back to that repository alone, the image is the platform's manifest there: the
+    // repository's entry is replaced, not doubled.
+    let pushed = pushed_digest(&env.ok("b", &["push", &name]));
+    assert_eq!(pushed, native);
+    assert_eq!(
+        repo_digests(&env.inspect("b", &name)),
+        [format!("{}/multi@{native}", registry.host())]
+    );
 }
 
 #[test]
@@ -1050,6 +1159,10 @@ fn run_pulls_an_image_it_does_not_have() {
     assert_eq!(
         env.inspect("fresh", &name)["Id"],
         env.inspect("seed", &name)["Id"]
+    );
+    assert_eq!(
+        repo_digests(&env.inspect("fresh", &name)),
+        repo_digests(&env.inspect("seed", &name))
     );
 
     // Present: nothing is pulled.

@@ -4,6 +4,12 @@
 //! index.json holds one descriptor per tag (annotated `org.opencontainers.image.ref.name` =
 //! `name:tag`) plus one unannotated descriptor for each *dangling* image, one whose last tag was
 //! moved to another image (Docker's `<none>:<none>`), until `rmi` or `prune` removes it.
+//!
+//! Docker's RepoDigests (`repository@sha256:…` for each repository an image was pulled from or
+//! pushed to) are kept in one annotation of index.json itself, [`REPO_DIGESTS`]: a JSON object
+//! from each image's index digest to its entries. Living in index.json, they are written under
+//! the same lock and atomically with the tags, and an image's entries go when its last
+//! descriptor leaves the index (`rmi`, `prune`, `fsck`).
 
 use crate::canonical::to_canonical_json;
 use crate::config::{History, ImageConfig, host_platform, rfc3339};
@@ -19,6 +25,9 @@ use std::io::{self, Read, Write};
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// How containerd and Docker name an image in an OCI archive whose ref.name is only a tag.
 pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
+/// The index.json annotation holding every image's RepoDigests (see the module comment). Not a
+/// descriptor annotation: descriptors are per tag, and a digest outlives the tags.
+pub const REPO_DIGESTS: &str = "dev.kiln.repo-digests";
 
 /// An image read from the store, verified.
 #[derive(Debug, Clone)]
@@ -32,6 +41,9 @@ pub struct Image {
     pub config: ImageConfig,
     /// The `name:tag`s pointing at this image, sorted.
     pub tags: Vec<String>,
+    /// `name@sha256:…` for each repository the image was pulled from or pushed to (docker's
+    /// RepoDigests), sorted.
+    pub repo_digests: Vec<String>,
 }
 
 /// One line of `kiln images`.
@@ -250,7 +262,134 @@ fn sort_index(index: &mut ImageIndex) {
     });
 }
 
+type RepoDigestMap = BTreeMap<String, Vec<String>>;
+
+/// The annotation's map; a missing or malformed annotation is an empty map (the digests are a
+/// convenience for display, never worth failing a command over).
+fn repo_digest_map(index: &ImageIndex) -> RepoDigestMap {
+    index
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(REPO_DIGESTS))
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default()
+}
+
+fn set_repo_digest_map(index: &mut ImageIndex, map: &RepoDigestMap) {
+    let mut annotations = index.annotations().clone().unwrap_or_default();
+    match serde_json::to_string(map) {
+        Ok(text) if !map.is_empty() => {
+            annotations.insert(REPO_DIGESTS.to_string(), text);
+        }
+        _ => {
+            annotations.remove(REPO_DIGESTS);
+        }
+    }
+    index.set_annotations((!annotations.is_empty()).then_some(annotations));
+}
+
+/// The repository of a `name@sha256:…` entry; `None` for one that is not such a reference.
+fn repo_digest_name(entry: &str) -> Option<String> {
+    let reference = Reference::parse(entry).ok()?;
+    (reference.digest().is_some() && reference.tag().is_none()).then(|| reference.name())
+}
+
+/// The RepoDigests of the image whose index descriptor has digest `key`, sorted; entries that
+/// do not parse are skipped.
+pub(crate) fn repo_digests_of(index: &ImageIndex, key: &str) -> Vec<String> {
+    let mut out: Vec<String> = repo_digest_map(index)
+        .remove(key)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| repo_digest_name(e).is_some())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Adds `entry` (`name@sha256:…`) to the image `key`, replacing the entry it had for the same
+/// repository: docker keeps one digest per repository, the latest pulled or pushed.
+pub(crate) fn add_repo_digest(index: &mut ImageIndex, key: &str, entry: &Reference) {
+    let Some(name) = entry.digest().map(|_| entry.name()) else {
+        return;
+    };
+    if !index
+        .manifests()
+        .iter()
+        .any(|d| d.digest().to_string() == key)
+    {
+        return;
+    }
+    let mut map = repo_digest_map(index);
+    let list = map.entry(key.to_string()).or_default();
+    list.retain(|e| repo_digest_name(e).is_some_and(|n| n != name));
+    list.push(entry.to_string());
+    list.sort();
+    set_repo_digest_map(index, &map);
+}
+
+/// Drops the RepoDigests of images no longer in the index, so they go with the image whatever
+/// removed it. Left untouched when there is nothing to drop, keeping the file's bytes.
+pub(crate) fn forget_removed_repo_digests(index: &mut ImageIndex) {
+    let has_annotation = index
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| a.contains_key(REPO_DIGESTS));
+    if !has_annotation {
+        return;
+    }
+    let present: BTreeSet<String> = index
+        .manifests()
+        .iter()
+        .map(|d| d.digest().to_string())
+        .collect();
+    let mut map = repo_digest_map(index);
+    let before = map.len();
+    map.retain(|key, _| present.contains(key));
+    // A malformed annotation reads as empty and so is removed here rather than kept forever.
+    if map.len() != before || map.is_empty() {
+        set_repo_digest_map(index, &map);
+    }
+}
+
 impl Store {
+    /// Records that `repository` (a name; any tag is ignored) holds `image` as `digest`, as
+    /// docker does after a pull or a push. Nothing is recorded if the image has left the store
+    /// meanwhile.
+    pub fn add_repo_digest(
+        &self,
+        image: &Image,
+        repository: &Reference,
+        digest: &Digest,
+    ) -> Result<()> {
+        let entry = Reference::parse(&repository.name())?.with_digest(digest.clone());
+        let manifest = image.manifest_digest.to_string();
+        self.update_index(|index| {
+            // The image's key is its descriptor in the index: the manifest itself, or for an
+            // image recorded by an index (a loaded archive), the index leading to it.
+            let mut key = index
+                .manifests()
+                .iter()
+                .find(|d| d.digest().to_string() == manifest)
+                .map(|d| d.digest().to_string());
+            if key.is_none() {
+                key = index
+                    .manifests()
+                    .iter()
+                    .find(|d| {
+                        self.read_manifest(d)
+                            .is_ok_and(|(found, _, _)| found == image.manifest_digest)
+                    })
+                    .map(|d| d.digest().to_string());
+            }
+            if let Some(key) = key {
+                add_repo_digest(index, &key, &entry);
+            }
+            Ok(())
+        })
+    }
+
     /// Writes config and manifest for `layers` (the config's `rootfs.diff_ids` are set from
     /// them) and points `tags` at the result. With no tags the image is kept as dangling.
     pub fn write_image(
@@ -313,6 +452,7 @@ impl Store {
             config_size,
             config,
             tags: tags.iter().map(Reference::store_tag).collect(),
+            repo_digests: Vec::new(),
         };
         self.record_image(&image.descriptor()?, tags)?;
         Ok(image)
@@ -377,6 +517,7 @@ impl Store {
             .filter_map(|d| ref_name(d).map(str::to_string))
             .collect();
         tags.sort();
+        let repo_digests = repo_digests_of(&index, desc.digest().as_ref());
         Ok(Image {
             manifest_digest,
             manifest_size,
@@ -385,6 +526,7 @@ impl Store {
             config_size: config_desc.size(),
             config,
             tags,
+            repo_digests,
         })
     }
 
@@ -908,5 +1050,120 @@ mod tests {
         .unwrap();
         assert_eq!(image.diff_ids().unwrap(), vec![Digest::of(&tar)]);
         assert_eq!(image.config.history[0].comment.as_deref(), Some("from gz"));
+    }
+
+    fn digest_of(text: &str) -> Digest {
+        Digest::of(text.as_bytes())
+    }
+
+    #[test]
+    fn repo_digests_are_one_per_repository_and_go_with_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let image = import(&store, b"one", "app:1");
+        assert!(image.repo_digests.is_empty());
+        let repo = Reference::parse("localhost:5000/app:1").unwrap();
+        let (first, second) = (digest_of("first"), digest_of("second"));
+        store.add_repo_digest(&image, &repo, &first).unwrap();
+        let other = Reference::parse("docker.io/library/app").unwrap();
+        store.add_repo_digest(&image, &other, &first).unwrap();
+        let read = store.find_image("app:1").unwrap();
+        assert_eq!(
+            read.repo_digests,
+            vec![
+                format!("docker.io/library/app@{first}"),
+                format!("localhost:5000/app@{first}"),
+            ]
+        );
+        // The same repository again: its entry is replaced, the other kept.
+        store.add_repo_digest(&image, &repo, &second).unwrap();
+        assert_eq!(
+            store.find_image("app:1").unwrap().repo_digests,
+            vec![
+                format!("docker.io/library/app@{first}"),
+                format!("localhost:5000/app@{second}"),
+            ]
+        );
+        // A tag removed while another stays keeps the digests; the image removed drops them.
+        store
+            .tag_image("app:1", &Reference::parse("app:2").unwrap())
+            .unwrap();
+        store.remove_image("app:1", false).unwrap();
+        assert_eq!(store.find_image("app:2").unwrap().repo_digests.len(), 2);
+        store.remove_image("app:2", false).unwrap();
+        let index = store.read_index().unwrap();
+        assert!(index.annotations().is_none(), "{:?}", index.annotations());
+        // Recorded for an image no longer in the store: nothing happens.
+        store.add_repo_digest(&image, &repo, &first).unwrap();
+        assert!(store.read_index().unwrap().annotations().is_none());
+    }
+
+    #[test]
+    fn repo_digests_leave_ids_and_digests_alone_and_pruning_drops_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let image = import(&store, b"one", "app:1");
+        let repo = Reference::parse("localhost:5000/app").unwrap();
+        store
+            .add_repo_digest(&image, &repo, &digest_of("x"))
+            .unwrap();
+        let read = store.find_image("app:1").unwrap();
+        assert_eq!(
+            (read.id, read.manifest_digest),
+            (image.id.clone(), image.manifest_digest)
+        );
+        // The tag moves on: the dangling image keeps its digest until prune removes it.
+        import(&store, b"two", "app:1");
+        assert_eq!(
+            store
+                .find_image(image.id.as_str())
+                .unwrap()
+                .repo_digests
+                .len(),
+            1
+        );
+        crate::gc::prune(&store, crate::gc::PruneOptions::default(), &mut []).unwrap();
+        assert!(store.read_index().unwrap().annotations().is_none());
+    }
+
+    #[test]
+    fn malformed_repo_digests_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let image = import(&store, b"one", "app:1");
+        let key = image.manifest_digest.to_string();
+        for bad in [
+            "not json".to_string(),
+            "[1, 2]".to_string(),
+            format!(r#"{{"{key}": [7, "x"]}}"#),
+        ] {
+            store
+                .update_index(|index| {
+                    index.set_annotations(Some(HashMap::from([(REPO_DIGESTS.to_string(), bad)])));
+                    Ok(())
+                })
+                .unwrap();
+            assert!(store.find_image("app:1").unwrap().repo_digests.is_empty());
+            assert_eq!(store.list_images().unwrap().len(), 1);
+        }
+        // Entries that are not `name@digest` are skipped, the good ones still shown.
+        let good = format!("localhost:5000/app@{}", digest_of("x"));
+        let value = serde_json::json!({ key.clone(): ["app:1", "@@", good] }).to_string();
+        store
+            .update_index(|index| {
+                index.set_annotations(Some(HashMap::from([(REPO_DIGESTS.to_string(), value)])));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.find_image("app:1").unwrap().repo_digests, vec![good]);
+        // Adding rewrites the record cleanly.
+        let repo = Reference::parse("localhost:5000/app").unwrap();
+        store
+            .add_repo_digest(&image, &repo, &digest_of("y"))
+            .unwrap();
+        assert_eq!(
+            store.find_image("app:1").unwrap().repo_digests,
+            vec![format!("localhost:5000/app@{}", digest_of("y"))]
+        );
     }
 }

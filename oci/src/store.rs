@@ -435,6 +435,7 @@ impl Store {
     ) -> Result<R> {
         let mut index = self.read_index()?;
         let result = change(&mut index)?;
+        crate::image::forget_removed_repo_digests(&mut index);
         let bytes = to_canonical_json(&index, "index.json")?;
         write_atomic(&self.root.join("index.json"), &bytes, &self.proc_tmp.dir)?;
         Ok(result)

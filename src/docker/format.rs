@@ -4,7 +4,7 @@
 use super::template::{Template, is_template, object};
 use crate::commands::store::{human, listing};
 use crate::error::{CliError, CliResult};
-use kiln_oci::{Image, Store};
+use kiln_oci::{Image, Reference, Store};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -64,6 +64,8 @@ pub fn images(store: &Store, view: &ImagesView<'_>) -> CliResult<String> {
             map.insert("VirtualSize".into(), size);
             map.insert("SharedSize".into(), "N/A".into());
             map.insert("UniqueSize".into(), "N/A".into());
+            let digest = repo_digest(store, map);
+            map.insert("Digest".into(), digest.into());
             if view.no_trunc {
                 let short = map.get("ID").and_then(Value::as_str).unwrap_or_default();
                 if let Ok(image) = store.find_image(short) {
@@ -112,6 +114,27 @@ pub fn images(store: &Store, view: &ImagesView<'_>) -> CliResult<String> {
             "template: :1: function {other:?} not defined"
         ))),
     }
+}
+
+/// docker's DIGEST for one `images` row: the digest the row's repository knows the image by
+/// (its RepoDigests entry there), `<none>` for an image never pulled from or pushed to it (a
+/// local build) and for a dangling one.
+fn repo_digest(store: &Store, row: &serde_json::Map<String, Value>) -> String {
+    let text = |key: &str| row.get(key).and_then(Value::as_str).unwrap_or_default();
+    let (repository, tag) = (text("Repository"), text("Tag"));
+    if repository == "<none>" {
+        return "<none>".into();
+    }
+    store
+        .find_image(&format!("{repository}:{tag}"))
+        .ok()
+        .and_then(|image| {
+            image.repo_digests.iter().find_map(|entry| {
+                let entry = Reference::parse(entry).ok()?;
+                (entry.name() == repository).then(|| entry.digest().map(|d| d.to_string()))?
+            })
+        })
+        .unwrap_or_else(|| "<none>".into())
 }
 
 /// The column titles `docker images --format 'table …'` prints for each field.

@@ -147,6 +147,10 @@ async fn pull_from(
         None => Vec::new(),
     };
     store.record_image(&desc, &tags)?;
+    // RepoDigests name what the reference resolved to: for a multi-platform image the index,
+    // which is what a later `pull name@digest` has to ask for.
+    let recorded = store.read_image(&desc)?;
+    store.add_repo_digest(&recorded, full, &resolved)?;
     let image = store.read_image(&desc)?;
     Ok(Pulled {
         image,

@@ -12,9 +12,9 @@ use futures_util::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
 
 /// Pushes `image` to `target` (a name with a tag; `latest` when it has none) and returns the
-/// manifest's digest. Blobs the registry has are skipped; blobs that another repository of the
-/// same registry has (one an image in the store is tagged from) are mounted rather than
-/// uploaded.
+/// manifest's digest, which is also recorded among the image's RepoDigests. Blobs the registry
+/// has are skipped; blobs that another repository of the same registry has (one an image in the
+/// store is tagged from) are mounted rather than uploaded.
 pub fn push(
     client: &Client,
     store: &Store,
@@ -50,7 +50,9 @@ pub fn push(
         .as_ref()
         .map(|m| m.to_string())
         .unwrap_or_else(|| MANIFEST_TYPES[1].to_string());
-    client.put_manifest(&full, &bytes, &media_type)
+    let digest = client.put_manifest(&full, &bytes, &media_type)?;
+    store.add_repo_digest(image, &full, &digest)?;
+    Ok(digest)
 }
 
 /// For each blob, the other repositories of `target`'s registry that images in the store are

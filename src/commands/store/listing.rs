@@ -95,7 +95,7 @@ pub fn images(store: &Store, filter: Option<&str>, json: bool, quiet: bool) -> C
 pub struct Inspect<'a> {
     id: String,
     repo_tags: &'a [String],
-    repo_digests: Vec<String>,
+    repo_digests: &'a [String],
     parent: &'static str,
     comment: String,
     created: String,
@@ -134,7 +134,7 @@ pub fn inspect(image: &Image) -> Inspect<'_> {
     Inspect {
         id: image.id.to_string(),
         repo_tags: &image.tags,
-        repo_digests: Vec::new(),
+        repo_digests: &image.repo_digests,
         parent: "",
         comment: config
             .history
