@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 mod support;
 use support::registry::Registry;
-use support::{have_tool, require};
+use support::{have_tool, require, wait_until};
 
 /// A temp dir holding stores, a docker config dir and the busybox rootfs tar.
 struct Env {
@@ -780,20 +780,12 @@ fn on_a_terminal(env: &Env, root: &str, args: &[&str], typed: &[(&str, &str)]) -
         keyboard.write_all(keys.as_bytes()).unwrap();
         keyboard.flush().unwrap();
     }
-    let exited = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "kiln did not finish; the terminal showed:\n{}",
-                text(&shown)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exited = wait_until(&mut child, deadline, || {
+        format!(
+            "kiln did not finish; the terminal showed:\n{}",
+            text(&shown)
+        )
+    });
     drop(keyboard);
     reader.join().unwrap();
     let shown = text(&shown);

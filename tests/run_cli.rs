@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{KILN, is_root, require};
+use support::{KILN, is_root, require, wait_until};
 
 /// Generous: the machine is shared, and a hung container must fail the test, not hang it.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -71,18 +71,9 @@ impl Env {
             .stderr(fs::File::create(&err).unwrap())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + RUN_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("kiln {args:?} did not finish within {RUN_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = wait_until(&mut child, Instant::now() + RUN_TIMEOUT, || {
+            format!("kiln {args:?} did not finish within {RUN_TIMEOUT:?}")
+        });
         Run {
             code: status.code().unwrap_or(-1),
             stdout: fs::read_to_string(&out).unwrap(),

@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{KILN, is_root, require};
+use support::{KILN, is_root, require, wait_until};
 
 /// docker's default capability set as `/proc/<pid>/status` shows it.
 const DEFAULT_CAPS_HEX: &str = "00000000a80425fb";
@@ -73,18 +73,9 @@ impl Fixture {
     }
 
     fn finish(&self, mut child: Child, out: &Path, err: &Path) -> Run {
-        let deadline = Instant::now() + RUN_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("kiln sandbox did not finish within {RUN_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = wait_until(&mut child, Instant::now() + RUN_TIMEOUT, || {
+            format!("kiln sandbox did not finish within {RUN_TIMEOUT:?}")
+        });
         let run = Run {
             status,
             stdout: fs::read_to_string(out).unwrap_or_default(),

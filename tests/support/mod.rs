@@ -6,7 +6,8 @@
 pub mod registry;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 /// The `kiln` binary built for these tests.
 pub const KILN: &str = env!("CARGO_BIN_EXE_kiln");
@@ -42,6 +43,26 @@ pub fn output_with_stdin(command: &mut Command, input: &[u8]) -> std::process::O
     child
         .wait_with_output()
         .unwrap_or_else(|e| panic!("waiting for {command:?}: {e}"))
+}
+
+/// Waits for `child` until `deadline`; past it, kills and reaps it and fails the test with
+/// `what_hung()` (a hung kiln must not hang the test run).
+pub fn wait_until(
+    child: &mut Child,
+    deadline: Instant,
+    what_hung: impl Fn() -> String,
+) -> ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for a child") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{}", what_hung());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 pub fn in_ci() -> bool {
