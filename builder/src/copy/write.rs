@@ -13,7 +13,7 @@ use kiln_snapshotter::{
     list_fd_xattrs, list_xattrs, remove_all_at, set_xattr, type_at,
 };
 use rayon::prelude::*;
-use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -177,7 +177,7 @@ impl Writer {
             }
             ItemKind::File => {
                 if let Some(src) = &source
-                    && src.stat.st_nlink > 1
+                    && src.meta.nlink() > 1
                 {
                     let key = src.link_key();
                     if let Some(first) = self.links.get(&key).cloned() {
@@ -287,7 +287,7 @@ impl Writer {
                     return Ok(None);
                 };
                 let source = Source::open(path)?;
-                if source.stat.st_nlink > 1 {
+                if source.meta.nlink() > 1 {
                     return Ok(None);
                 }
                 let Some((_, name)) = rel.split_last() else {
@@ -398,7 +398,7 @@ impl Writer {
                 rustix::fs::fchmod(&out, Mode::from_raw_mode(mode))
                     .map_err(|e| self.err(rel, "setting mode", e))?;
             }
-            rustix::fs::futimens(&out, &times_of_stat(&src.stat))
+            rustix::fs::futimens(&out, &times_of(&src.meta))
                 .map_err(|e| self.err(rel, "setting times", e))?;
         } else if !mode_given {
             rustix::fs::fchmod(&out, Mode::from_raw_mode(mode))
@@ -628,21 +628,6 @@ impl Writer {
     }
 }
 
-fn times_of_stat(stat: &Stat) -> Timestamps {
-    // The field types differ between architectures; the values are the kernel's timespecs.
-    #[allow(clippy::unnecessary_cast)]
-    Timestamps {
-        last_access: Timespec {
-            tv_sec: stat.st_atime as i64,
-            tv_nsec: stat.st_atime_nsec as _,
-        },
-        last_modification: Timespec {
-            tv_sec: stat.st_mtime as i64,
-            tv_nsec: stat.st_mtime_nsec as _,
-        },
-    }
-}
-
 fn times_of(meta: &std::fs::Metadata) -> Timestamps {
     Timestamps {
         last_access: Timespec {
@@ -705,7 +690,8 @@ impl<'a> Content<'a> {
 struct Source<'p> {
     path: &'p Path,
     file: File,
-    stat: Stat,
+    /// From the open descriptor (statx on it), not from the path again.
+    meta: std::fs::Metadata,
 }
 
 impl<'p> Source<'p> {
@@ -715,19 +701,17 @@ impl<'p> Source<'p> {
             .custom_flags_nofollow()
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        let stat = rustix::fs::fstat(&file).map_err(|e| Error::io(path, e.into()))?;
-        Ok(Source { path, file, stat })
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        Ok(Source { path, file, meta })
     }
 
     /// What identifies the source among hard links: (device, inode).
-    // Both are u64 here, narrower on some architectures.
-    #[allow(clippy::unnecessary_cast)]
     fn link_key(&self) -> (u64, u64) {
-        (self.stat.st_dev as u64, self.stat.st_ino as u64)
+        (self.meta.dev(), self.meta.ino())
     }
 
     fn size(&self) -> u64 {
-        u64::try_from(self.stat.st_size).unwrap_or(0)
+        self.meta.len()
     }
 }
 
